@@ -1,0 +1,44 @@
+"""Default configuration of the data section (an ``ml_collections.ConfigDict``).
+
+Fields (trainer configs override them):
+  source: "shapes" | "voc_folder" | "coco_json" | "tfds".
+  root: VOC-layout folder (voc_folder) or image folder (coco_json; may contain "{split}").
+  annotations: COCO JSON path (coco_json; may contain "{split}", e.g. "ann/instances_{split}.json").
+  tfds_name: e.g. "voc/2007", "coco/2017", or "voc/2007+voc/2012" (splits read from each, concatenated).
+  tfds_data_dir: optional TFDS data_dir.
+  train_split / eval_split: split names ("+"-joined allowed for voc_folder and tfds).
+  class_names: optional tuple of object class names (without "background"); otherwise read from the data.
+  max_boxes: boxes per image after padding; extra boxes are dropped and counted in the logs.
+  strict: False skips bad files with a warning naming them; True raises.
+  shuffle_buffer: shuffle buffer for stream sources (tfds); index sources use a full permutation.
+  num_parallel_calls: parallelism of the tf.data maps (-1 = AUTOTUNE).
+  augment: photometric / expand / crop / flip switches, expand_max_ratio.
+  shapes: the synthetic generator (num_train, num_eval, image_size, min/max_objects, clutter, seed).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The data section with its defaults: the synthetic shapes task."""
+    cfg = ml_collections.ConfigDict()
+    cfg.source = "shapes"
+    cfg.root = ""
+    cfg.annotations = ""
+    cfg.tfds_name = ""
+    cfg.tfds_data_dir = ""
+    cfg.train_split = "train"
+    cfg.eval_split = "val"
+    cfg.class_names = ml_collections.FieldReference(None, field_type=tuple)
+    cfg.max_boxes = 50
+    cfg.strict = False
+    cfg.shuffle_buffer = 1000
+    cfg.num_parallel_calls = -1
+    cfg.augment = ml_collections.ConfigDict(
+        dict(photometric=True, expand=True, crop=True, flip=True, expand_max_ratio=4.0))
+    cfg.shapes = ml_collections.ConfigDict(
+        dict(num_train=2000, num_eval=200, image_size=160, min_objects=1, max_objects=4,
+             clutter=1.0, seed=0))
+    return cfg

@@ -1,0 +1,170 @@
+"""Training and evaluation input pipelines: tf.data on the CPU -> fixed-shape NumPy batches.
+
+Train batches (endless): image float32 [B,H,W,3] normalised RGB, boxes float32 [B,M,4] corners
+in [0,1], labels int32 [B,M] (1..C-1, 0 in padding), mask bool [B,M]; M = ``max_boxes``.
+Eval batches (one pass) add image_id int32 [B] (-1 for padding), orig_size int32 [B,2]
+(height, width), difficult bool [B,M], valid bool [B].
+
+Determinism: this process's k-th training example (k = step * B + j) is example
+``order(seed, epoch)[pos]`` of its shard, with ``epoch, pos = divmod(k, shard size)``, augmented
+with the stateless seed ``(seed, k * process_count + process_index)``. So a batch is a pure
+function of (cfg, seed, step, process_index, process_count), and ``start_step`` starts the
+stream at that position directly (index sources skip indices only; TFDS skips encoded records
+of the current epoch without decoding them).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from ssd_jax.data import augment, records
+from ssd_jax.data.normalize import fill_value_rgb, scale_and_offset
+from ssd_jax.data.sources import get_source, shard_size
+from ssd_jax.data.tf_setup import tf
+
+log = logging.getLogger("ssd_jax.data")
+TRAIN_KEYS = ("image", "boxes", "labels", "mask")
+EVAL_KEYS = TRAIN_KEYS + ("image_id", "orig_size", "difficult", "valid")
+
+
+def dataset_info(cfg) -> records.DatasetInfo:
+    """Class names (index 0 "background"), class count and split sizes of the configured data."""
+    source = get_source(cfg)
+    return records.DatasetInfo(class_names=tuple(source.class_names), num_classes=len(source.class_names),
+                               num_train=source.num_examples(cfg.train_split),
+                               num_eval=source.num_examples(cfg.eval_split))
+
+
+def _parallel_calls(cfg) -> int:
+    n = int(cfg.num_parallel_calls)
+    return tf.data.AUTOTUNE if n <= 0 else n
+
+
+def _options() -> tf.data.Options:
+    options = tf.data.Options()
+    options.deterministic = True
+    options.experimental_optimization.map_parallelization = True
+    options.threading.max_intra_op_parallelism = 1  # parallelism comes from the parallel maps
+    return options
+
+
+class _ProblemCounter:
+    """Logs dropped boxes (overflow of max_boxes, degenerate boxes) when their totals grow."""
+
+    def __init__(self, cfg, split):
+        self.cfg, self.split = cfg, split
+        self.totals = {"overflow": 0, "bad": 0}
+        self.logged = {"overflow": 0, "bad": 0}
+
+    def add(self, batch):
+        self.totals["overflow"] += int(np.sum(batch.pop("_overflow")))
+        self.totals["bad"] += int(np.sum(batch.pop("_bad")))
+        for key, message in (("overflow", "boxes beyond max_boxes=%d dropped" % self.cfg.max_boxes),
+                             ("bad", "degenerate/invalid boxes dropped")):
+            total = self.totals[key]
+            if total > 0 and total >= 2 * self.logged[key]:
+                log.warning("%s split %r: %d %s so far", self.cfg.source, self.split, total, message)
+                self.logged[key] = max(total, 1)
+        return batch
+
+
+def train_dataset(cfg, image_size, batch_size, normalization="caffe", seed=0, start_step=0,
+                  process_index=0, process_count=1) -> tf.data.Dataset:
+    """The tf.data pipeline behind ``train_iterator`` (batches with extra "_overflow", "_bad")."""
+    source = get_source(cfg)
+    shard = shard_size(source.num_examples(cfg.train_split), process_index, process_count)
+    if shard == 0:
+        raise ValueError(f"train split {cfg.train_split!r} is empty for process {process_index}")
+    first = int(start_step) * int(batch_size)
+    epoch, position = divmod(first, shard)
+    calls = _parallel_calls(cfg)
+    raw = source.train_stream(cfg.train_split, int(seed), process_index, process_count, epoch, position, calls)
+    positions = tf.data.Dataset.range(first, 2**62)
+    out_size = (int(image_size[0]), int(image_size[1]))
+    fill = fill_value_rgb(normalization)
+    scale, offset = scale_and_offset(normalization)
+    max_boxes = int(cfg.max_boxes)
+    aug = cfg.augment
+
+    def transform(example, k):
+        seed_pair = tf.stack([tf.constant(int(seed), tf.int64), k * process_count + process_index])
+        image, boxes, labels, difficult = augment.train_transform(
+            example["image"], example["boxes"], example["labels"], example["difficult"], seed_pair, out_size, aug,
+            fill, scale, offset)
+        boxes, labels, _, mask, overflow = augment.pad_boxes(boxes, labels, difficult, max_boxes)
+        return dict(image=image, boxes=boxes, labels=labels, mask=mask, _overflow=overflow, _bad=example["num_bad"])
+
+    ds = tf.data.Dataset.zip(raw, positions).map(transform, num_parallel_calls=calls, deterministic=True)
+    return ds.batch(int(batch_size), drop_remainder=True).prefetch(tf.data.AUTOTUNE).with_options(_options())
+
+
+def train_iterator(cfg, image_size, batch_size, normalization="caffe", seed=0, start_step=0,
+                   process_index=0, process_count=1):
+    """Endless iterator of training batches (dicts of NumPy arrays, see the module docstring)."""
+    ds = train_dataset(cfg, image_size, batch_size, normalization, seed, start_step, process_index, process_count)
+    counter = _ProblemCounter(cfg, cfg.train_split)
+    for batch in ds.as_numpy_iterator():
+        yield counter.add(batch)
+
+
+def num_eval_batches(cfg, batch_size, process_count=1) -> int:
+    """Batches every process yields in one eval pass (equal across processes)."""
+    n = get_source(cfg).num_examples(cfg.eval_split)
+    return math.ceil(math.ceil(n / process_count) / batch_size)
+
+
+def eval_iterator(cfg, image_size, batch_size, normalization="caffe", process_index=0, process_count=1):
+    """One pass over this process's shard of the eval split, fixed order, last batch padded.
+
+    Every process yields ``num_eval_batches`` batches; padding images have valid=False,
+    image_id -1, and no boxes.
+    """
+    source = get_source(cfg)
+    num_batches = num_eval_batches(cfg, batch_size, process_count)
+    out_size = (int(image_size[0]), int(image_size[1]))
+    fill = fill_value_rgb(normalization)
+    scale, offset = scale_and_offset(normalization)
+    max_boxes = int(cfg.max_boxes)
+
+    def transform(example):
+        image = augment.eval_transform(example["image"], out_size)
+        boxes, labels, difficult, mask, overflow = augment.pad_boxes(
+            example["boxes"], example["labels"], example["difficult"], max_boxes)
+        image = augment.normalize_tf(image, scale, offset)
+        return dict(image=image, boxes=boxes, labels=labels, mask=mask,
+                    image_id=example["image_id"], orig_size=tf.shape(example["image"])[:2],
+                    difficult=difficult, valid=tf.constant(True), _overflow=overflow, _bad=example["num_bad"])
+
+    calls = _parallel_calls(cfg)
+    ds = source.eval_stream(cfg.eval_split, process_index, process_count, calls)
+    ds = ds.map(transform, num_parallel_calls=calls, deterministic=True).batch(int(batch_size))
+    ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+    counter = _ProblemCounter(cfg, cfg.eval_split)
+    template = None
+    yielded = 0
+    for batch in ds.as_numpy_iterator():
+        batch = counter.add(batch)
+        template = template or {k: (v.shape[1:], v.dtype) for k, v in batch.items()}
+        yield _pad_batch(batch, batch_size)
+        yielded += 1
+    while yielded < num_batches:
+        if template is None:
+            raise ValueError(f"eval split {cfg.eval_split!r} produced no examples for process {process_index}")
+        yield _pad_batch({k: np.zeros((0,) + s, d) for k, (s, d) in template.items()}, batch_size)
+        yielded += 1
+
+
+def _pad_batch(batch: dict, batch_size: int) -> dict:
+    n = batch["valid"].shape[0]
+    if n == batch_size:
+        return batch
+    out = {}
+    for key, value in batch.items():
+        pad = np.zeros((batch_size - n,) + value.shape[1:], value.dtype)
+        if key == "image_id":
+            pad -= 1
+        out[key] = np.concatenate([value, pad])
+    return out

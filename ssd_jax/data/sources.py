@@ -1,0 +1,269 @@
+"""Dataset sources behind one interface, and the factory ``get_source(cfg)``.
+
+A source knows its ``class_names`` (index 0 is "background"), the size of each split, and
+builds two tf.data streams of raw examples (dicts):
+  image uint8 [h, w, 3] RGB, boxes float32 [n, 4] corners (xmin, ymin, xmax, ymax) in [0, 1],
+  labels int32 [n] in 1..C-1, difficult bool [n], image_id int32 [], num_bad int32 [] (boxes
+  dropped by ``sanitize``).
+  * ``train_stream(split, seed, process_index, process_count, epoch, position)``: endless; epoch e
+    visits this process's shard in an order that is a pure function of (seed, e); the stream
+    starts at ``position`` of ``epoch``.
+  * ``eval_stream(split, process_index, process_count)``: this process's shard once, fixed order.
+Shards are disjoint: process p reads examples p, p + P, p + 2P, ... of a split.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from ssd_jax.data import coco_json, records, shapes, voc_folder
+from ssd_jax.data.tf_setup import tf
+
+BACKGROUND = "background"
+EPOCHS_FOREVER = 2**40
+
+
+def shard_size(num_examples: int, process_index: int, process_count: int) -> int:
+    """Number of examples p, p + P, ... below ``num_examples``."""
+    return len(range(process_index, num_examples, process_count))
+
+
+def decode_image(data):
+    """Encoded JPEG/PNG/GIF/BMP bytes -> uint8 [h, w, 3] RGB (grayscale, CMYK and alpha handled).
+
+    Truncated JPEGs are recovered (the missing part is filled) rather than failing.
+    """
+    image = tf.cond(
+        tf.io.is_jpeg(data),
+        lambda: tf.io.decode_jpeg(data, channels=3, try_recover_truncated=True, acceptable_fraction=0.05),
+        lambda: tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8))
+    image.set_shape([None, None, 3])
+    return image
+
+
+def sanitize(boxes, labels, difficult, num_classes: int):
+    """Make raw annotations safe: equal lengths, finite, clipped to [0,1], positive size, valid label.
+
+    Returns (boxes [m,4], labels [m], difficult [m], num_bad int32) where num_bad counts dropped
+    boxes (including those beyond the shortest of the three per-box arrays).
+    """
+    boxes = tf.reshape(tf.cast(boxes, tf.float32), [-1, 4])
+    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+    difficult = tf.reshape(tf.cast(difficult, tf.bool), [-1])
+    longest = tf.reduce_max([tf.shape(boxes)[0], tf.shape(labels)[0], tf.shape(difficult)[0]])
+    n = tf.reduce_min([tf.shape(boxes)[0], tf.shape(labels)[0], tf.shape(difficult)[0]])
+    boxes, labels, difficult = boxes[:n], labels[:n], difficult[:n]
+    finite = tf.reduce_all(tf.math.is_finite(boxes), axis=1)
+    boxes = tf.clip_by_value(tf.where(finite[:, None], boxes, 0.0), 0.0, 1.0)
+    keep = (finite & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            & (labels >= 1) & (labels < num_classes))
+    num_bad = longest - tf.reduce_sum(tf.cast(keep, tf.int32))
+    return (tf.boolean_mask(boxes, keep), tf.boolean_mask(labels, keep),
+            tf.boolean_mask(difficult, keep), num_bad)
+
+
+def skip_failures(ds):
+    """Backstop for files that pass the start-up checks but fail to decode: the element is
+    dropped and TensorFlow logs a warning with the error (the step/position bookkeeping of
+    later examples in that epoch then shifts by one)."""
+    return ds.ignore_errors(log_warning=True)
+
+
+def _raw(image, boxes, labels, difficult, image_id, num_classes):
+    boxes, labels, difficult, num_bad = sanitize(boxes, labels, difficult, num_classes)
+    return dict(image=image, boxes=boxes, labels=labels, difficult=difficult,
+                image_id=tf.cast(image_id, tf.int32), num_bad=num_bad)
+
+
+class IndexedSource:
+    """A source with random access by example index (file lists, the shapes generator)."""
+
+    class_names: tuple[str, ...]
+
+    def num_examples(self, split: str) -> int:
+        raise NotImplementedError
+
+    def load_fn(self, split: str):
+        """A TF function: int64 index -> raw example dict."""
+        raise NotImplementedError
+
+    def train_stream(self, split, seed, process_index, process_count, epoch, position, num_parallel_calls):
+        shard = np.arange(process_index, self.num_examples(split), process_count, dtype=np.int64)
+        if shard.size == 0:
+            raise ValueError(f"split {split!r} has no examples for process {process_index} of {process_count}")
+        shard = tf.constant(shard)
+        first_epoch, first_position = int(epoch), int(position)
+
+        def epoch_indices(e):
+            order = tf.random.experimental.stateless_shuffle(shard, seed=tf.stack([tf.cast(seed, tf.int64), e]))
+            skip = tf.where(e == first_epoch, tf.constant(first_position, tf.int64), tf.constant(0, tf.int64))
+            return tf.data.Dataset.from_tensor_slices(order).skip(skip)
+
+        indices = tf.data.Dataset.range(first_epoch, EPOCHS_FOREVER).flat_map(epoch_indices)
+        return skip_failures(indices.map(self.load_fn(split), num_parallel_calls=num_parallel_calls,
+                                         deterministic=True))
+
+    def eval_stream(self, split, process_index, process_count, num_parallel_calls):
+        shard = np.arange(process_index, self.num_examples(split), process_count, dtype=np.int64)
+        return skip_failures(tf.data.Dataset.from_tensor_slices(shard).map(
+            self.load_fn(split), num_parallel_calls=num_parallel_calls, deterministic=True))
+
+
+class FileSource(IndexedSource):
+    """Images on disk with in-memory annotations (VOC folders, COCO JSON)."""
+
+    def __init__(self, class_names, split_records: dict[str, records.Records]):
+        self.class_names = tuple(class_names)
+        self._records = split_records
+
+    def num_examples(self, split):
+        return len(self._records[split])
+
+    def records(self, split) -> records.Records:
+        return self._records[split]
+
+    def load_fn(self, split):
+        rec = self._records[split]
+        lengths = np.array([len(b) for b in rec.labels], np.int64)
+        splits = tf.constant(np.concatenate([[0], np.cumsum(lengths)]))
+        boxes = tf.constant(np.concatenate(rec.boxes + [np.zeros((0, 4), np.float32)]).astype(np.float32))
+        labels = tf.constant(np.concatenate(rec.labels + [np.zeros(0, np.int32)]).astype(np.int32))
+        difficult = tf.constant(np.concatenate(rec.difficult + [np.zeros(0, bool)]).astype(bool))
+        paths = tf.constant(rec.paths)
+        image_ids = tf.constant(np.asarray(rec.image_ids, np.int64))
+        num_classes = len(self.class_names)
+
+        def load(index):
+            lo, hi = splits[index], splits[index + 1]
+            image = decode_image(tf.io.read_file(paths[index]))
+            return _raw(image, boxes[lo:hi], labels[lo:hi], difficult[lo:hi], image_ids[index], num_classes)
+
+        return load
+
+
+class ShapesSource(IndexedSource):
+    """The synthetic shapes task (``ssd_jax.data.shapes``), generated on the fly."""
+
+    CACHE_BYTES = 1 << 30  # generated examples are kept in memory when the splits fit
+
+    def __init__(self, shapes_cfg):
+        self.cfg = shapes_cfg
+        self.class_names = (BACKGROUND,) + shapes.SHAPE_CLASSES
+        total = (int(shapes_cfg.num_train) + int(shapes_cfg.num_eval)) * 3 * int(shapes_cfg.image_size) ** 2
+        self._cache = {} if total <= self.CACHE_BYTES else None
+
+    def num_examples(self, split):
+        shapes._split_id(split)
+        return int(self.cfg.num_train if split == "train" else self.cfg.num_eval)
+
+    def generate(self, split: str, index: int):
+        """Example ``index`` of ``split`` (memoised: examples are pure functions of their index)."""
+        key = (split, index)
+        if self._cache is not None and key in self._cache:
+            return self._cache[key]
+        c = self.cfg
+        example = shapes.generate_example(index, split, seed=c.seed, image_size=c.image_size,
+                                          min_objects=c.min_objects, max_objects=c.max_objects, clutter=c.clutter)
+        if self._cache is not None:
+            self._cache[key] = example
+        return example
+
+    def load_fn(self, split):
+        size = int(self.cfg.image_size)
+        num_classes = len(self.class_names)
+
+        def generate(index):
+            return self.generate(split, int(index))
+
+        def load(index):
+            image, boxes, labels = tf.numpy_function(generate, [index], [tf.uint8, tf.float32, tf.int32],
+                                                     stateful=False)
+            image = tf.ensure_shape(image, [size, size, 3])
+            difficult = tf.zeros_like(labels, tf.bool)
+            return _raw(image, boxes, labels, difficult, index, num_classes)
+
+        return load
+
+
+def _object_names(cfg):
+    return tuple(cfg.class_names) if cfg.get("class_names") else None
+
+
+def _with_background(names) -> tuple[str, ...]:
+    names = tuple(str(n) for n in names)
+    if not names:
+        raise ValueError("the dataset has no object classes")
+    if BACKGROUND in names:
+        raise ValueError(f"class_names must not include {BACKGROUND!r} (label 0 is added): {names}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"class_names has duplicates: {names}")
+    return (BACKGROUND,) + names
+
+
+def _splits(cfg) -> list[str]:
+    return list(dict.fromkeys([cfg.train_split, cfg.eval_split]))
+
+
+def _voc_folder(cfg) -> FileSource:
+    if not cfg.root:
+        raise ValueError("voc_folder: set data.root to the VOC-layout folder")
+    names = _object_names(cfg) or voc_folder.class_names_in(cfg.root, _splits(cfg), cfg.strict)
+    class_names = _with_background(names)
+    return FileSource(class_names, {s: voc_folder.load_split(cfg.root, s, class_names, cfg.strict)
+                                    for s in _splits(cfg)})
+
+
+def _coco_json(cfg) -> FileSource:
+    if not cfg.annotations:
+        raise ValueError("coco_json: set data.annotations to the COCO JSON file")
+    train_json, _ = coco_json._paths(cfg, cfg.train_split)
+    class_names = _with_background(_object_names(cfg) or coco_json.class_names_in(train_json))
+    split_records = {}
+    for split in _splits(cfg):
+        ann, root = coco_json._paths(cfg, split)
+        split_records[split] = coco_json.load_split(ann, root, class_names, cfg.strict,
+                                                    training=(split == cfg.train_split))
+    return FileSource(class_names, split_records)
+
+
+def _cache_key(cfg) -> str:
+    return cfg.to_json(sort_keys=True)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_source(key: str, cfg_holder):
+    cfg = cfg_holder.cfg
+    if cfg.source == "shapes":
+        source = ShapesSource(cfg.shapes)
+        if _object_names(cfg) and _with_background(_object_names(cfg)) != source.class_names:
+            raise ValueError(f"shapes: class_names must be {shapes.SHAPE_CLASSES}, got {tuple(cfg.class_names)}")
+        return source
+    if cfg.source == "voc_folder":
+        return _voc_folder(cfg)
+    if cfg.source == "coco_json":
+        return _coco_json(cfg)
+    if cfg.source == "tfds":
+        from ssd_jax.data import tfds_sources
+        return tfds_sources.TfdsSource(cfg)
+    raise ValueError(f"unknown data source {cfg.source!r}; expected shapes, voc_folder, coco_json or tfds")
+
+
+class _Holder:
+    """Carries a config into the cache without making it part of the key."""
+
+    def __init__(self, key, cfg):
+        self.key, self.cfg = key, cfg
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return isinstance(other, _Holder) and self.key == other.key
+
+
+def get_source(cfg):
+    """The source described by the data config (scanned once per distinct config)."""
+    key = _cache_key(cfg)
+    return _cached_source(key, _Holder(key, cfg))

@@ -1,0 +1,77 @@
+"""Evaluates a trained workdir: ``python -m ssd_jax.evaluate --workdir runs/shapes``.
+
+Restores a checkpoint (``--checkpoint best|latest|STEP``, default best), runs the eval split of
+the config (the workdir's own ``config.json`` unless ``--config`` names another, e.g. to evaluate
+on a different dataset), and prints the paper-style per-class table (class, AP, number of ground
+truths), the mean, and the 12 COCO numbers. Writes ``eval_<checkpoint>.json``, the table and a
+PNG of per-class precision-recall curves into the workdir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import jax
+import ml_collections
+
+from ssd_jax import checkpoints
+
+
+def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
+    """The resolved config a training run saved in its workdir."""
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{workdir} has no config.json; pass --config to say what to evaluate on")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def evaluate_workdir(workdir: str, checkpoint: str = "best", config=None) -> dict:
+    """Restores ``checkpoint`` of ``workdir`` and evaluates it; returns the metrics dict."""
+    from ssd_jax import train
+    from ssd_jax.evaluation import format_table, write_report
+
+    config = config if config is not None else load_workdir_config(workdir)
+    variables, step = checkpoints.load_model_variables(workdir, checkpoint)
+    task = train.build_task(config)
+    trained_classes = checkpoints.read_model_info(workdir)["num_classes"]
+    if trained_classes != len(task.class_names):
+        raise ValueError(f"{workdir} was trained for {trained_classes} classes but the eval dataset has "
+                         f"{len(task.class_names)} ({', '.join(task.class_names)})")
+    mesh = train.make_mesh()
+    predict = jax.jit(train.make_predict_step(task, config))
+    result = train.evaluate(task, config, variables, predict, mesh)
+    result["step"] = step
+    print(f"{workdir}: checkpoint {checkpoint} (step {step})")
+    print(format_table(result, task.class_names))
+    report = write_report(result, workdir, class_names=task.class_names, prefix=f"eval_{checkpoint}")
+    print(f"wrote {report['json_path']}, {report['table_path']}, {report['pr_path']}")
+    return result
+
+
+def main(argv=None):
+    from absl import app, flags, logging as absl_logging
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "Optional config (name or path); default: the workdir's.")
+    flags.DEFINE_string("workdir", None, "Training workdir to evaluate.")
+    flags.DEFINE_string("checkpoint", "best", "best, latest, or a step number.")
+    flags.mark_flag_as_required("workdir")
+
+    def run(_):
+        absl_logging.set_verbosity(absl_logging.WARNING)
+        f = flags.FLAGS
+        try:
+            evaluate_workdir(f.workdir, f.checkpoint, f.config)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(1)
+
+    from ssd_jax.train import _resolve_config_argument
+    app.run(run, argv=_resolve_config_argument(sys.argv if argv is None else argv))
+
+
+if __name__ == "__main__":
+    main()

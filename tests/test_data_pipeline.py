@@ -1,0 +1,215 @@
+"""Input pipelines: batch contents, determinism, exact resume, sharding, normalisation, bad files."""
+
+import logging
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ssd_jax import data
+from ssd_jax.data import records, sources
+from ssd_jax.visualize import draw_boxes, save_grid
+
+SIZE = (40, 40)
+
+
+def shapes_config(num_train=10, num_eval=7):
+    cfg = data.default_config()
+    cfg.shapes.num_train, cfg.shapes.num_eval, cfg.shapes.image_size = num_train, num_eval, 48
+    cfg.max_boxes = 6
+    return cfg
+
+
+def take(iterator, n):
+    return [next(iterator) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def shapes_batches():
+    cfg = shapes_config()
+    return take(data.train_iterator(cfg, SIZE, 4, normalization="unit", seed=5), 8)
+
+
+def test_train_batches_have_documented_shapes_and_ranges(shapes_batches):
+    for batch in shapes_batches:
+        assert set(batch) == {"image", "boxes", "labels", "mask"}
+        assert batch["image"].shape == (4, 40, 40, 3) and batch["image"].dtype == np.float32
+        assert batch["boxes"].shape == (4, 6, 4) and batch["boxes"].dtype == np.float32
+        assert batch["labels"].dtype == np.int32 and batch["mask"].dtype == bool
+        assert 0.0 <= batch["image"].min() and batch["image"].max() <= 1.0
+        mask, boxes, labels = batch["mask"], batch["boxes"], batch["labels"]
+        assert np.all((labels[mask] >= 1) & (labels[mask] <= 4)) and np.all(labels[~mask] == 0)
+        assert np.all(boxes[~mask] == 0) and np.all(boxes[mask][:, 2:] > boxes[mask][:, :2])
+        assert np.all((boxes >= 0) & (boxes <= 1))
+    assert any(b["mask"].sum() > 4 for b in shapes_batches)
+
+
+def test_same_seed_same_batches_other_seed_differs(shapes_batches):
+    cfg = shapes_config()
+    again = take(data.train_iterator(cfg, SIZE, 4, normalization="unit", seed=5), 3)
+    for a, b in zip(shapes_batches, again):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    other = next(data.train_iterator(cfg, SIZE, 4, normalization="unit", seed=6))
+    assert not np.array_equal(other["image"], shapes_batches[0]["image"])
+
+
+def test_start_step_reproduces_step_across_epochs(shapes_batches):
+    cfg = shapes_config()
+    for step in (3, 6):  # 10 examples, batch 4: step 3 starts mid-epoch 1, step 6 in epoch 2
+        resumed = next(data.train_iterator(cfg, SIZE, 4, normalization="unit", seed=5, start_step=step))
+        for key in resumed:
+            np.testing.assert_array_equal(resumed[key], shapes_batches[step][key])
+
+
+def test_train_stream_epochs_are_reshuffled_permutations_and_shards_disjoint():
+    cfg = shapes_config(num_train=9)
+    source = sources.get_source(cfg)
+    shard_ids = []
+    for process in range(2):
+        stream = source.train_stream("train", 1, process, 2, 0, 0, 1)
+        ids = [int(ex["image_id"]) for ex in stream.take(2 * (5 - process))]
+        n = 5 - process
+        first, second = ids[:n], ids[n:]
+        assert sorted(first) == sorted(second) == list(range(process, 9, 2))
+        shard_ids.append(set(first))
+    assert not shard_ids[0] & shard_ids[1]
+    stream = source.train_stream("train", 1, 0, 1, 0, 0, 1)
+    ids = [int(ex["image_id"]) for ex in stream.take(27)]
+    assert ids[:9] != ids[9:18] or ids[9:18] != ids[18:]
+
+
+def test_eval_is_sharded_padded_and_complete():
+    cfg = shapes_config(num_eval=7)
+    seen = []
+    for process in range(2):
+        batches = list(data.eval_iterator(cfg, SIZE, 3, normalization="caffe", process_index=process,
+                                          process_count=2))
+        assert len(batches) == 2  # ceil(ceil(7 / 2) / 3) for both processes
+        for b in batches:
+            assert b["image"].shape == (3, 40, 40, 3) and b["valid"].dtype == bool
+            assert b["difficult"].shape == (3, 6) and b["orig_size"].shape == (3, 2)
+            assert np.all(b["orig_size"][b["valid"]] == 48) and np.all(b["image_id"][~b["valid"]] == -1)
+            assert not b["mask"][~b["valid"]].any()
+            seen += b["image_id"][b["valid"]].tolist()
+    assert sorted(seen) == list(range(7))
+
+
+def test_normalize_modes_and_roundtrip():
+    pixel = np.array([[[123, 117, 104]], [[255, 0, 51]]], np.uint8)
+    np.testing.assert_allclose(data.normalize(pixel, "caffe")[0, 0], [0, 0, 0])
+    np.testing.assert_allclose(data.normalize(pixel, "unit")[1, 0], [1.0, 0.0, 0.2], rtol=1e-6)
+    np.testing.assert_allclose(data.normalize(pixel, "imagenet")[1, 0],
+                               [(1 - 0.485) / 0.229, (0 - 0.456) / 0.224, (0.2 - 0.406) / 0.225], rtol=1e-5)
+    for mode in ("caffe", "imagenet", "unit"):
+        np.testing.assert_array_equal(data.denormalize(data.normalize(pixel, mode), mode), pixel)
+    with pytest.raises(ValueError, match="normalization"):
+        data.normalize(pixel, "bgr")
+
+
+def test_pipeline_normalisation_matches_numpy_normalize():
+    cfg = shapes_config()
+    unit = next(data.eval_iterator(cfg, SIZE, 2, normalization="unit"))
+    caffe = next(data.eval_iterator(cfg, SIZE, 2, normalization="caffe"))
+    np.testing.assert_allclose(caffe["image"], data.normalize(unit["image"] * 255.0, "caffe"), atol=1e-3)
+
+
+# ---------------------------------------------------------------- bad files
+
+def write_voc(root, entries, split="train"):
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        os.makedirs(root / sub, exist_ok=True)
+    for name, xml, image in entries:
+        if xml is not None:
+            (root / "Annotations" / f"{name}.xml").write_text(xml)
+        if isinstance(image, bytes):
+            (root / "JPEGImages" / f"{name}.jpg").write_bytes(image)
+        elif image is not None:
+            image.save(root / "JPEGImages" / f"{name}.jpg")
+    (root / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(e[0] for e in entries) + "\n")
+
+
+def voc_xml(objects, width=32, height=24):
+    body = "".join(f"<object><name>{n}</name><difficult>{d}</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}"
+                   f"</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>" for n, b, d in objects)
+    return f"<annotation><size><width>{width}</width><height>{height}</height></size>{body}</annotation>"
+
+
+@pytest.fixture()
+def bad_voc(tmp_path):
+    good = Image.new("RGB", (32, 24), (200, 10, 10))
+    noisy = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    jpeg = tmp_path / "tmp.jpg"
+    noisy.save(jpeg, quality=95)
+    truncated = jpeg.read_bytes()[:int(0.7 * jpeg.stat().st_size)]  # header intact, data cut
+    write_voc(tmp_path, [
+        ("good", voc_xml([("cat", (1, 1, 16, 12), 0), ("dog", (6, 5, 5, 20), 0), ("dog", (10, 2, 40, 20), 1)]), good),
+        ("corrupt", voc_xml([("cat", (1, 1, 8, 8), 0)]), b"this is not a jpeg at all"),
+        ("broken_xml", "<annotation><object><name>cat</name>", good),
+        ("no_image", voc_xml([("cat", (1, 1, 8, 8), 0)]), None),
+        ("truncated", voc_xml([("dog", (2, 2, 30, 20), 0)], 64, 48), truncated),
+    ])
+    return tmp_path
+
+
+def voc_config(root, strict=False):
+    cfg = data.default_config()
+    cfg.source, cfg.root, cfg.train_split, cfg.eval_split, cfg.strict = "voc_folder", str(root), "train", "train", strict
+    return cfg
+
+
+def test_bad_files_are_skipped_with_warnings_naming_them(bad_voc, caplog):
+    with caplog.at_level(logging.WARNING, logger="ssd_jax.data"):
+        info = data.dataset_info(voc_config(bad_voc))
+        batches = list(data.eval_iterator(voc_config(bad_voc), (16, 16), 4, normalization="unit"))
+    text = caplog.text
+    assert "corrupt.jpg" in text and "broken_xml.xml" in text and "no_image.jpg" in text
+    assert "1 boxes clipped" in text and "1 degenerate boxes dropped" in text
+    assert info.class_names == ("background", "cat", "dog") and info.num_train == 2  # good + truncated
+    batch = batches[0]
+    assert batch["valid"].tolist() == [True, True, False, False]
+    good = batch["boxes"][0][batch["mask"][0]]
+    np.testing.assert_allclose(good, [[0, 0, 0.5, 0.5], [9 / 32, 1 / 24, 1.0, 20 / 24]], atol=1e-6)
+    assert batch["labels"][0].tolist()[:2] == [1, 2] and batch["difficult"][0].tolist()[:2] == [False, True]
+    assert batch["image"][1].shape == (16, 16, 3)  # truncated JPEG recovered, not a crash
+
+
+def test_strict_mode_raises_naming_the_file(bad_voc):
+    with pytest.raises(records.BadFileError, match="corrupt.jpg|broken_xml.xml|no_image.jpg"):
+        data.dataset_info(voc_config(bad_voc, strict=True))
+
+
+def test_unknown_class_and_empty_split_are_clear_errors(tmp_path):
+    write_voc(tmp_path, [("a", voc_xml([("cat", (1, 1, 8, 8), 0)]), Image.new("RGB", (32, 24)))])
+    cfg = voc_config(tmp_path)
+    cfg.class_names = ("dog",)
+    with pytest.raises(ValueError, match=r"a.xml has class names \['cat'\]"):
+        data.dataset_info(cfg)
+    (tmp_path / "ImageSets" / "Main" / "val.txt").write_text("\n")
+    cfg = voc_config(tmp_path)
+    cfg.eval_split = "val"
+    with pytest.raises(ValueError, match="'val' has no usable images"):
+        data.dataset_info(cfg)
+
+
+def test_max_boxes_overflow_is_logged(caplog):
+    cfg = shapes_config()
+    cfg.max_boxes = 1
+    cfg.augment.update(dict(expand=False, crop=False))
+    with caplog.at_level(logging.WARNING, logger="ssd_jax.data"):
+        take(data.train_iterator(cfg, SIZE, 4, normalization="unit"), 2)
+    assert "beyond max_boxes=1 dropped" in caplog.text
+
+
+# ---------------------------------------------------------------- drawing
+
+def test_draw_boxes_and_grid(tmp_path):
+    image = np.full((60, 80, 3), 128, np.uint8)
+    drawn = draw_boxes(image, np.array([[0.25, 0.5, 0.75, 1.0]]), np.array([2]), scores=np.array([0.9]),
+                       class_names=("background", "cat", "dog"))
+    assert drawn.shape == image.shape and drawn.dtype == np.uint8
+    assert np.any(drawn[45, 20] != 128) and np.all(drawn[5, 5] == 128) and np.all(image == 128)
+    grid = save_grid([drawn, image, image], tmp_path / "g.png", columns=2, padding=1)
+    assert grid.shape == (2 * 61 + 1, 2 * 81 + 1, 3)
+    assert Image.open(tmp_path / "g.png").size == (163, 123)
