@@ -1,0 +1,106 @@
+"""``ssd_tiny``: a small SSD for CPU training (160 px default input; 0.51 M params with 2
+classes, 1.04 M with 21).
+
+Base (params["base"]), each conv 3x3 pad 1, no bias, + BatchNorm + ReLU:
+``conv1`` 16 s2, ``conv2`` 32 s2, ``conv3`` 64 s2 (source 1, stride 8), ``conv4`` 128 s2
+(source 2, stride 16). Extras (params["extras"]): three blocks ``conv{5,6,7}_1`` 1x1 64 ->
+``conv{5,6,7}_2`` 3x3 128, stride 2 pad 1, except that an axis of length 3 entering the
+last block uses stride 1 pad 0 (so 3 -> 1). At 160 px the maps are 20, 10, 5, 3, 1; at
+128 px 16, 8, 4, 2, 1; any (height, width) works (:func:`tiny_feature_map_sizes`).
+
+Default boxes (:func:`tiny_spec`): the paper's formula (``anchors.paper_spec``) with
+s_min 0.2, s_max 0.9 over the maps, aspect ratios {2} on the first and last map and
+{2, 3} elsewhere (4, 6, 6, 6, 4 boxes per location; 2408 boxes at 160 px).
+Input normalisation: "imagenet".
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from ssd_jax.anchors import DefaultBoxSpec, paper_spec
+from ssd_jax.models.layers import Conv, Dtype, conv_output_size
+
+BASE_WIDTHS = (16, 32, 64, 128)   # stride-2 stages; the last two are sources
+EXTRA_WIDTHS = ((64, 128), (64, 128), (64, 128))
+DEFAULT_IMAGE_SIZE = 160
+
+
+def _last_block_geometry(size: int) -> tuple:
+    """(stride, padding) of the last extra 3x3 conv on an axis of this length."""
+    return (1, 0) if size == 3 else (2, 1)
+
+
+def tiny_feature_map_sizes(image_size) -> tuple:
+    """Source map ``(height, width)`` sizes of ``ssd_tiny`` for an input size."""
+    hw = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    sizes = []
+    for axis_size in hw:
+        s, out = axis_size, []
+        for i in range(len(BASE_WIDTHS) + len(EXTRA_WIDTHS)):
+            if i == len(BASE_WIDTHS) + len(EXTRA_WIDTHS) - 1:
+                stride, pad = _last_block_geometry(s)
+            else:
+                stride, pad = 2, 1
+            s = conv_output_size(s, 3, stride, pad)
+            if s < 1:
+                raise ValueError(f"ssd_tiny: image size {hw} is too small (a feature map would be empty)")
+            out.append(s)
+        sizes.append(out[len(BASE_WIDTHS) - 2:])
+    return tuple(zip(*sizes))
+
+
+def tiny_spec(image_size=DEFAULT_IMAGE_SIZE) -> DefaultBoxSpec:
+    """DefaultBoxSpec of ``ssd_tiny`` at ``image_size`` (int or (height, width))."""
+    fmaps = tiny_feature_map_sizes(image_size)
+    m = len(fmaps)
+    ratios = [(2.0,)] + [(2.0, 3.0)] * (m - 2) + [(2.0,)]
+    return paper_spec(fmaps, image_size=image_size if isinstance(image_size, int) else tuple(image_size),
+                      s_min=0.2, s_max=0.9, aspect_ratios=ratios)
+
+
+def _conv_bn_relu(x, c, k, strides, padding, name, train, kw):
+    x = Conv(c, k, strides=strides, padding=padding, use_bias=False, name=name, **kw)(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name + "_bn", **kw)(x)
+    return nn.relu(x)
+
+
+class TinyBase(nn.Module):
+    widths: tuple = BASE_WIDTHS
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        sources = []
+        for i, c in enumerate(self.widths, start=1):
+            x = _conv_bn_relu(x, c, 3, 2, 1, f"conv{i}", train, kw)
+            if i > len(self.widths) - 2:
+                sources.append(x)
+        return sources
+
+
+class TinyExtras(nn.Module):
+    widths: tuple = EXTRA_WIDTHS
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        outs = []
+        first = len(BASE_WIDTHS) + 1
+        for j, (mid, out) in enumerate(self.widths):
+            n = first + j
+            x = _conv_bn_relu(x, mid, 1, 1, 0, f"conv{n}_1", train, kw)
+            if j == len(self.widths) - 1:
+                geo = [_last_block_geometry(s) for s in x.shape[1:3]]
+                strides = tuple(g[0] for g in geo)
+                padding = tuple((g[1], g[1]) for g in geo)
+            else:
+                strides, padding = 2, 1
+            x = _conv_bn_relu(x, out, 3, strides, padding, f"conv{n}_2", train, kw)
+            outs.append(x)
+        return outs
