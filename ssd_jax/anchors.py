@@ -49,7 +49,8 @@ class DefaultBoxSpec:
       max_sizes: per source map, the size in pixels that, with ``min_size``, gives the
         extra square box of size ``sqrt(min_size * max_size)``.
       aspect_ratios: per source map, the ratios ``r > 1`` used; each adds ``r`` and ``1 / r``.
-      clip: clip the ``(cx, cy, w, h)`` values to [0, 1] (torchvision does, Caffe SSD300 not).
+      clip: ``False`` (Caffe SSD300), ``True``: clip all of ``(cx, cy, w, h)`` to [0, 1]
+        (ssd.pytorch), or ``"wh"``: clip only ``w`` and ``h`` (torchvision's DefaultBoxGenerator).
       offset: centre offset of a box within its cell, in cells.
     """
 
@@ -59,7 +60,7 @@ class DefaultBoxSpec:
     max_sizes: tuple
     aspect_ratios: tuple
     steps: tuple | None = None
-    clip: bool = False
+    clip: bool | str = False
     offset: float = 0.5
 
     def __post_init__(self):
@@ -81,6 +82,8 @@ class DefaultBoxSpec:
                 raise ValueError(
                     f"DefaultBoxSpec.{name} has {len(getattr(self, name))} entries but there are "
                     f"{n} feature maps")
+        if self.clip not in (True, False, "wh"):
+            raise ValueError(f"DefaultBoxSpec.clip must be True, False or 'wh', got {self.clip!r}")
         for k, ars in enumerate(self.aspect_ratios):
             if any(r <= 0 for r in ars):
                 raise ValueError(f"DefaultBoxSpec.aspect_ratios[{k}] must be positive, got {ars}")
@@ -137,7 +140,9 @@ def default_boxes(spec: DefaultBoxSpec) -> np.ndarray:
         boxes[..., 2:] = wh[None, None]
         out.append(boxes.reshape(-1, 4))
     boxes = np.concatenate(out, axis=0)
-    if spec.clip:
+    if spec.clip == "wh":
+        boxes[:, 2:] = np.clip(boxes[:, 2:], 0.0, 1.0)
+    elif spec.clip:
         boxes = np.clip(boxes, 0.0, 1.0)
     return boxes.astype(np.float32)
 
@@ -190,7 +195,7 @@ SSD512_VOC = DefaultBoxSpec(
     aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2, 3), (2,), (2,)),
 )
 
-# torchvision ssd300_vgg16 (COCO): scales 0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05, clipped.
+# torchvision ssd300_vgg16 (COCO): scales 0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05; w, h clipped.
 _COCO_SCALES = (0.07, 0.15, 0.33, 0.51, 0.69, 0.87, 1.05)
 SSD300_COCO = DefaultBoxSpec(
     image_size=300,
@@ -199,5 +204,5 @@ SSD300_COCO = DefaultBoxSpec(
     min_sizes=tuple(300 * s for s in _COCO_SCALES[:-1]),
     max_sizes=tuple(300 * s for s in _COCO_SCALES[1:]),
     aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)),
-    clip=True,
+    clip="wh",
 )

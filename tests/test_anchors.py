@@ -51,11 +51,16 @@ def test_ssd300_last_boxes_match_caffe_by_hand():
                                rtol=1e-6)
 
 
-def test_coco_preset_uses_torchvision_scales_and_clips():
+def test_coco_preset_uses_torchvision_scales_and_clips_sizes_only():
     b = anchors.default_boxes(anchors.SSD300_COCO)
     np.testing.assert_allclose(b[0, 2], 0.07, rtol=1e-6)
     np.testing.assert_allclose(b[1, 2], math.sqrt(0.07 * 0.15), rtol=1e-6)
-    assert b.max() <= 1.0 and b.min() >= 0.0
+    assert b[:, 2:].max() <= 1.0 and b.min() >= 0.0
+    # 10x10 map (step 32): the last column's centre is 9.5 * 32 / 300 > 1, kept as torchvision does.
+    first_10x10 = 38 * 38 * 4 + 19 * 19 * 6
+    np.testing.assert_allclose(b[first_10x10 + 9 * 6, 0], 9.5 * 32 / 300, rtol=1e-6)
+    clipped_all = anchors.default_boxes(anchors.SSD300_COCO.replace(clip=True))
+    assert clipped_all.max() <= 1.0
     np.testing.assert_allclose(b[-4, 3], 0.87, rtol=1e-6)
     np.testing.assert_allclose(b[-3, 2], math.sqrt(0.87 * 1.05), rtol=1e-6)
     np.testing.assert_allclose(b[-2, 2], 1.0)  # 0.87 * sqrt(2) > 1, clipped
