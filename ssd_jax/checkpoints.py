@@ -9,8 +9,10 @@ Layout of a workdir::
     workdir/best/<step>/          the best by validation mAP: item "model" only
 
 Orbax writes a step into a temporary folder and renames it when complete, so a run killed
-while saving never leaves a half-valid checkpoint under its final name; on restore, a step
-folder that cannot be read is skipped with a warning and the previous one is used.
+while saving never leaves a half-valid checkpoint under its final name (the temporary folder
+is not listed as a step). A step folder damaged afterwards (a file truncated or deleted, a
+disk error) fails to read: ``Checkpointer.restore_latest`` and ``load_model_variables(...,
+"latest"/"best")`` skip it with a warning naming the step and use the previous one.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import orbax.checkpoint as ocp
 
 MODEL_JSON = "model.json"
 CHOICES = ("latest", "best")
+log = logging.getLogger("ssd_jax.checkpoints")
 
 
 def _manager(directory, **options):
@@ -70,8 +73,7 @@ class Checkpointer:
                     model=ocp.args.StandardRestore(abstract(model_template)),
                     train=ocp.args.StandardRestore(abstract(train_template))))
             except Exception as e:  # a corrupt or partial step folder: fall back to the previous one
-                logging.warning("checkpoint step %d in %s is unreadable (%s: %s); trying an older one",
-                                step, self.latest.directory, type(e).__name__, e)
+                _warn_unreadable(step, self.latest.directory, e)
                 continue
             return step, restored["model"], restored["train"]
         return None
@@ -83,6 +85,12 @@ class Checkpointer:
     def close(self):
         self.latest.close()
         self.best.close()
+
+
+def _warn_unreadable(step, directory, error):
+    message = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+    log.warning("checkpoint step %d in %s is unreadable (%s: %s); skipping it for an older one",
+                    step, directory, type(error).__name__, message)
 
 
 def _is_number(v) -> bool:
@@ -136,13 +144,20 @@ def load_model_variables(workdir: str, checkpoint: str | int = "best") -> tuple[
         if not steps:
             continue
         if checkpoint in CHOICES:
-            want = max(steps)  # best/ keeps a single step
+            wanted = sorted(steps, reverse=True)  # newest first; an unreadable one falls back
         elif step in steps:
-            want = step
+            wanted = [step]
         else:
             continue
-        restored = mgr.restore(want, args=ocp.args.Composite(model=ocp.args.StandardRestore()))
-        return dict(restored["model"]), int(want)
+        for want in wanted:
+            try:
+                restored = mgr.restore(want, args=ocp.args.Composite(model=ocp.args.StandardRestore()))
+            except Exception as e:
+                if checkpoint not in CHOICES:
+                    raise
+                _warn_unreadable(want, directory, e)
+                continue
+            return dict(restored["model"]), int(want)
     available = []
     for directory in (latest_dir, best_dir):
         if os.path.isdir(directory):

@@ -110,7 +110,8 @@ def build_task(config, num_steps: int | None = None) -> Task:
 
 def init_state(task: Task, seed: int) -> TrainState:
     h, w = task.spec.image_size
-    variables = task.module.init(jax.random.key(seed), jnp.zeros((1, h, w, 3)), train=False)
+    # rbg keys: threefry initialisers compile for seconds per parameter shape on XLA:CPU.
+    variables = task.module.init(jax.random.key(seed, impl="rbg"), jnp.zeros((1, h, w, 3)), train=False)
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}), opt_state=task.tx.init(params))
@@ -230,7 +231,13 @@ def save_samples(task: Task, config, variables, predict_fn, mesh, path: str, num
                             normalization=task.normalization)
     batch = next(iter(it))
     images = jax.make_array_from_process_local_data(NamedSharding(mesh, P("data")), batch["image"])
-    dets = jax.device_get(predict_fn(variables, images))
+    dets = predict_fn(variables, images)
+    if jax.process_count() > 1:  # every process runs the prediction; process 0 draws its own rows
+        from jax.experimental import multihost_utils
+        dets = multihost_utils.process_allgather(dets, tiled=True)
+    dets = jax.device_get(dets)
+    if jax.process_index() != 0:
+        return
     pictures = data.denormalize(batch["image"], task.normalization)
     drawn = []
     for i in range(min(num_images, len(pictures))):
@@ -289,7 +296,16 @@ def _format_duration(seconds: float) -> str:
 
 
 class StopSignal:
-    """Turns SIGTERM / SIGINT into a flag the loop checks after each step."""
+    """Turns SIGTERM / SIGINT into a flag the loop checks after each step, with :meth:`poll`.
+
+    Preemptible VMs send SIGTERM some seconds before they stop: the loop finishes its step,
+    saves and exits. With several processes, :meth:`poll` is a collective (an all-gather of
+    each process's signal number, every step) so that all processes stop after the same step
+    even when the signal reaches them at different times; it must be called by every process
+    at every step. (This is what orbax's ``reached_preemption`` offers through JAX's preemption
+    service, but that sees SIGTERM only and needs ``jax.distributed``; polling covers SIGINT and
+    single-process runs the same way.)
+    """
 
     def __init__(self):
         self.received = None
@@ -308,9 +324,18 @@ class StopSignal:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
         self.received = signal.Signals(signum).name
 
+    def poll(self) -> str | None:
+        """The name of the signal that stops the run (received by any process), or None."""
+        if jax.process_count() == 1:
+            return self.received
+        from jax.experimental import multihost_utils
+        local = int(signal.Signals[self.received]) if self.received else 0
+        agreed = int(np.max(multihost_utils.process_allgather(np.int32(local))))
+        return signal.Signals(agreed).name if agreed else None
+
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -382,7 +407,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
               flush=True)
 
     losses_seen, pending, result, stopped_by, last_eval_step = [], None, None, None, None
-    t_start, step_times, last_log = time.time(), [], None
+    t_start, last_log = time.time(), None
 
     def check(pending_step, pending_metrics):
         host = jax.device_get(pending_metrics)
@@ -402,16 +427,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             while step < config.num_steps:
                 batch = next(train_iter)
                 arrays = {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in batch.items()}
-                t0 = time.time()
                 state, metrics = train_step(state, arrays)
                 if pending is not None:  # check the previous step while this one runs
                     check(*pending)
                 pending = (step + 1, metrics)
                 step += 1
-                step_times.append(time.time() - t0)
-                if step % config.log_every == 0 or step == config.num_steps:
+                log_now = step % config.log_every == 0 or step == config.num_steps
+                stopping = stop.poll()
+                save_now = step % config.checkpoint_every == 0 or stopping
+                eval_now = config.eval.every and step % config.eval.every == 0 and step < config.num_steps
+                if log_now or save_now or eval_now:  # nothing is saved or logged before its loss is checked
                     host = check(*pending)
                     pending = None
+                if log_now:
                     metrics_log.write(step, "train", host)
                     if is_main:
                         now = time.time()
@@ -423,12 +451,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                               f" conf {host['conf_loss']:.4f}) | lr {host['lr']:.2e} | {ips:.1f} img/s | "
                               f"ETA {_format_duration(eta)}", flush=True)
                         last_log = (step, now)
-                if stop.received:
-                    stopped_by = stop.received
+                if stopping:
+                    stopped_by = stopping
                     break
-                if step % config.checkpoint_every == 0:
+                if save_now:
                     save(step)
-                if config.eval.every and step % config.eval.every == 0 and step < config.num_steps:
+                if eval_now:
                     result, last_eval_step = run_eval(step), step
             if pending is not None:
                 check(*pending)
@@ -444,11 +472,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         finally:
             ckpt.wait()
 
+    samples = os.path.join(workdir, "samples.png")
+    save_samples(task, config, model_variables(state), predict, mesh, samples, config.eval.num_sample_images)
     if is_main:
         print(format_table(result, task.class_names), flush=True)
         report = write_report(result, workdir, class_names=task.class_names)
-        samples = os.path.join(workdir, "samples.png")
-        save_samples(task, config, model_variables(state), predict, mesh, samples, config.eval.num_sample_images)
         print(f"trained {step - start_step} steps in {_format_duration(time.time() - t_start)}; "
               f"final VOC mAP@0.5 {result['mAP']:.4f}", flush=True)
         print(f"checkpoint: {os.path.join(workdir, 'checkpoints', str(step))}\n"
@@ -462,22 +490,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 # ----------------------------------------------------------------------------- command line
 
-def initialize_distributed(coordinator_address: str = "", num_processes: int = 0, process_id: int = -1):
-    """Starts JAX's multi-process runtime when this process is one of several.
+def initialize_distributed(coordinator_address: str = "", num_processes: int = 0, process_id: int = -1,
+                           initialization_timeout: int = 300) -> bool:
+    """Starts JAX's multi-process runtime when this process is one of several; True if it did.
 
-    Explicit flags win; otherwise JAX's own cluster detection runs when a launcher's environment
-    is present (TPU VM pods, SLURM with several tasks, Open MPI). A single plain process (a laptop,
-    one Colab runtime) does nothing.
+    Explicit arguments win (``coordinator_address`` is ``host:port`` of process 0); otherwise
+    JAX's own cluster detection runs when a launcher's environment is present (TPU VM pods,
+    SLURM with several tasks, Open MPI). A single plain process (a laptop, one Colab runtime)
+    does nothing. Must run before anything touches a JAX backend (``jax.devices()``, an array).
+
+    On CPU the processes' devices talk through gloo over TCP (JAX's default CPU collectives,
+    set explicitly here); give each process several CPU devices with
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=N``. A loopback coordinator address
+    (127.0.0.1, localhost) also binds the coordinator to loopback only.
     """
-    if coordinator_address or num_processes > 1:
-        if jax.default_backend() == "cpu" or os.environ.get("JAX_PLATFORMS", "") == "cpu":
-            jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(coordinator_address=coordinator_address or None,
-                                   num_processes=num_processes or None,
-                                   process_id=process_id if process_id >= 0 else None)
-    elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 or int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1 \
-            or os.environ.get("TPU_WORKER_HOSTNAMES", "").count(",") > 0:
-        jax.distributed.initialize()
+    if jax.distributed.is_initialized():
+        return True
+    explicit = bool(coordinator_address) or num_processes > 1
+    launcher = (int(os.environ.get("SLURM_NTASKS", "1")) > 1 or int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
+                or os.environ.get("TPU_WORKER_HOSTNAMES", "").count(",") > 0)
+    if not (explicit or launcher):
+        return False
+    if jax.config.jax_cpu_collectives_implementation is None:  # read when the CPU backend starts
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if not explicit:
+        jax.distributed.initialize(initialization_timeout=initialization_timeout)
+        return True
+    host = coordinator_address.rsplit(":", 1)[0] if coordinator_address else ""
+    loopback = host in ("127.0.0.1", "localhost", "[::1]")
+    jax.distributed.initialize(coordinator_address=coordinator_address or None,
+                               num_processes=num_processes or None,
+                               process_id=process_id if process_id >= 0 else None,
+                               initialization_timeout=initialization_timeout,
+                               coordinator_bind_address=coordinator_address if loopback else None)
+    return True
 
 
 def _resolve_config_argument(argv: list) -> list:
@@ -501,12 +547,14 @@ def main(argv=None):
     flags.DEFINE_string("coordinator_address", "", "Multi-process: address:port of process 0.")
     flags.DEFINE_integer("num_processes", 0, "Multi-process: number of processes.")
     flags.DEFINE_integer("process_id", -1, "Multi-process: index of this process.")
+    flags.DEFINE_integer("distributed_timeout", 300, "Multi-process: seconds to wait for every process to join.")
     flags.mark_flags_as_required(["config", "workdir"])
 
     def run(_):
         from absl import logging as absl_logging
         absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and TF are chatty at INFO
-        initialize_distributed(flags_.coordinator_address, flags_.num_processes, flags_.process_id)
+        initialize_distributed(flags_.coordinator_address, flags_.num_processes, flags_.process_id,
+                               flags_.distributed_timeout)
         try:
             result = train_and_evaluate(flags_.config, flags_.workdir)
         except (NonFiniteLossError, ConfigError, FileNotFoundError) as e:

@@ -63,21 +63,34 @@ def test_start_step_reproduces_step_across_epochs(shapes_batches):
             np.testing.assert_array_equal(resumed[key], shapes_batches[step][key])
 
 
-def test_train_stream_epochs_are_reshuffled_permutations_and_shards_disjoint():
+def test_train_stream_epochs_are_reshuffled_permutations_split_over_processes():
     cfg = shapes_config(num_train=9)
     source = sources.get_source(cfg)
-    shard_ids = []
-    for process in range(2):
-        stream = source.train_stream("train", 1, process, 2, 0, 0, 1)
-        ids = [int(ex["image_id"]) for ex in stream.take(2 * (5 - process))]
-        n = 5 - process
-        first, second = ids[:n], ids[n:]
-        assert sorted(first) == sorted(second) == list(range(process, 9, 2))
-        shard_ids.append(set(first))
-    assert not shard_ids[0] & shard_ids[1]
     stream = source.train_stream("train", 1, 0, 1, 0, 0, 1)
-    ids = [int(ex["image_id"]) for ex in stream.take(27)]
+    examples = list(stream.take(27))
+    ids = [int(ex["image_id"]) for ex in examples]
+    assert [int(ex["position"]) for ex in examples] == list(range(27))
+    assert sorted(ids[:9]) == sorted(ids[9:18]) == sorted(ids[18:]) == list(range(9))
     assert ids[:9] != ids[9:18] or ids[9:18] != ids[18:]
+    # 2 processes, 2 rows each: process p takes rows [2p, 2p + 2) of every global batch of 4.
+    for process in range(2):
+        part = source.train_stream("train", 1, process, 2, 0, 0, 1, batch_size=2)
+        got = [(int(ex["image_id"]), int(ex["position"])) for ex in part.take(6)]
+        want = [(ids[g], g) for step in range(3) for g in range(4 * step + 2 * process, 4 * step + 2 * process + 2)]
+        assert got == want
+
+
+def test_global_batches_do_not_depend_on_the_process_count(shapes_batches):
+    cfg = shapes_config()
+    one = take(data.train_iterator(cfg, SIZE, 8, normalization="unit", seed=5, start_step=1), 2)
+    parts = [take(data.train_iterator(cfg, SIZE, 4, normalization="unit", seed=5, start_step=1,
+                                      process_index=p, process_count=2), 2) for p in range(2)]
+    for step in range(2):
+        for key in one[step]:
+            np.testing.assert_array_equal(np.concatenate([parts[0][step][key], parts[1][step][key]]), one[step][key])
+    # and the single-process batch-8 stream at step 1 is the batch-4 stream at steps 2 and 3
+    for key in one[0]:
+        np.testing.assert_array_equal(one[0][key], np.concatenate([shapes_batches[2][key], shapes_batches[3][key]]))
 
 
 def test_eval_is_sharded_padded_and_complete():

@@ -5,12 +5,18 @@ in [0,1], labels int32 [B,M] (1..C-1, 0 in padding), mask bool [B,M]; M = ``max_
 Eval batches (one pass) add image_id int32 [B] (-1 for padding), orig_size int32 [B,2]
 (height, width), difficult bool [B,M], valid bool [B].
 
-Determinism: this process's k-th training example (k = step * B + j) is example
-``order(seed, epoch)[pos]`` of its shard, with ``epoch, pos = divmod(k, shard size)``, augmented
-with the stateless seed ``(seed, k * process_count + process_index)``. So a batch is a pure
-function of (cfg, seed, step, process_index, process_count), and ``start_step`` starts the
-stream at that position directly (index sources skip indices only; TFDS skips encoded records
-of the current epoch without decoding them).
+Determinism and sharding over processes. Indexed sources (shapes, VOC folder, COCO JSON): with
+B = batch_size * process_count the global batch, row i of the global batch at step s is global
+stream position g = s * B + i, which is example ``order(seed, epoch)[pos]`` with
+``epoch, pos = divmod(g, N)`` (one permutation of all N examples per epoch), augmented with the
+stateless seed ``(seed, g)``; process p yields rows [p * b, (p + 1) * b) (b = ``batch_size``).
+So the global batch is a pure function of (cfg, seed, step, B): 2 processes x 4 rows see what
+1 process x 8 rows sees. TFDS sources shard records per process instead: this process's k-th
+example (k = step * b + j) is ``order(seed, epoch)[pos]`` of its shard, ``epoch, pos =
+divmod(k, shard size)``, seeded ``(seed, k * process_count + process_index)`` -- a pure function
+of (cfg, seed, step, process_index, process_count), not invariant to the process count.
+Either way ``start_step`` starts the stream at that position directly (index sources skip
+indices only; TFDS skips encoded records of the current epoch without decoding them).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import numpy as np
 
 from ssd_jax.data import augment, records
 from ssd_jax.data.normalize import fill_value_rgb, scale_and_offset
-from ssd_jax.data.sources import get_source, shard_size
+from ssd_jax.data.sources import IndexedSource, get_source, shard_size
 from ssd_jax.data.tf_setup import tf
 
 log = logging.getLogger("ssd_jax.data")
@@ -75,29 +81,38 @@ def train_dataset(cfg, image_size, batch_size, normalization="caffe", seed=0, st
                   process_index=0, process_count=1) -> tf.data.Dataset:
     """The tf.data pipeline behind ``train_iterator`` (batches with extra "_overflow", "_bad")."""
     source = get_source(cfg)
-    shard = shard_size(source.num_examples(cfg.train_split), process_index, process_count)
-    if shard == 0:
-        raise ValueError(f"train split {cfg.train_split!r} is empty for process {process_index}")
-    first = int(start_step) * int(batch_size)
-    epoch, position = divmod(first, shard)
     calls = _parallel_calls(cfg)
-    raw = source.train_stream(cfg.train_split, int(seed), process_index, process_count, epoch, position, calls)
-    positions = tf.data.Dataset.range(first, 2**62)
+    if isinstance(source, IndexedSource):  # one global stream, process-count invariant
+        num = source.num_examples(cfg.train_split)
+        if num == 0:
+            raise ValueError(f"train split {cfg.train_split!r} is empty")
+        epoch, position = divmod(int(start_step) * int(batch_size) * int(process_count), num)
+        raw = source.train_stream(cfg.train_split, int(seed), process_index, process_count, epoch, position, calls,
+                                  batch_size=int(batch_size))
+    else:  # per-process shards (TFDS)
+        shard = shard_size(source.num_examples(cfg.train_split), process_index, process_count)
+        if shard == 0:
+            raise ValueError(f"train split {cfg.train_split!r} is empty for process {process_index}")
+        first = int(start_step) * int(batch_size)
+        epoch, position = divmod(first, shard)
+        raw = source.train_stream(cfg.train_split, int(seed), process_index, process_count, epoch, position, calls)
+        positions = tf.data.Dataset.range(first, 2**62).map(lambda k: k * process_count + process_index)
+        raw = tf.data.Dataset.zip(raw, positions).map(lambda example, g: dict(example, position=g))
     out_size = (int(image_size[0]), int(image_size[1]))
     fill = fill_value_rgb(normalization)
     scale, offset = scale_and_offset(normalization)
     max_boxes = int(cfg.max_boxes)
     aug = cfg.augment
 
-    def transform(example, k):
-        seed_pair = tf.stack([tf.constant(int(seed), tf.int64), k * process_count + process_index])
+    def transform(example):
+        seed_pair = tf.stack([tf.constant(int(seed), tf.int64), example["position"]])
         image, boxes, labels, difficult = augment.train_transform(
             example["image"], example["boxes"], example["labels"], example["difficult"], seed_pair, out_size, aug,
             fill, scale, offset)
         boxes, labels, _, mask, overflow = augment.pad_boxes(boxes, labels, difficult, max_boxes)
         return dict(image=image, boxes=boxes, labels=labels, mask=mask, _overflow=overflow, _bad=example["num_bad"])
 
-    ds = tf.data.Dataset.zip(raw, positions).map(transform, num_parallel_calls=calls, deterministic=True)
+    ds = raw.map(transform, num_parallel_calls=calls, deterministic=True)
     return ds.batch(int(batch_size), drop_remainder=True).prefetch(tf.data.AUTOTUNE).with_options(_options())
 
 

@@ -5,11 +5,16 @@ builds two tf.data streams of raw examples (dicts):
   image uint8 [h, w, 3] RGB, boxes float32 [n, 4] corners (xmin, ymin, xmax, ymax) in [0, 1],
   labels int32 [n] in 1..C-1, difficult bool [n], image_id int32 [], num_bad int32 [] (boxes
   dropped by ``sanitize``).
-  * ``train_stream(split, seed, process_index, process_count, epoch, position)``: endless; epoch e
-    visits this process's shard in an order that is a pure function of (seed, e); the stream
-    starts at ``position`` of ``epoch``.
+  * ``train_stream(split, seed, process_index, process_count, epoch, position, ...)``: endless.
+    Indexed sources (shapes, VOC folder, COCO JSON) cut one *global* stream into global batches:
+    epoch e visits every example once in the order ``stateless_shuffle(range(N), (seed, e))``,
+    global position g = e * N + i, and process p of P takes rows [p * b, (p + 1) * b) of each
+    global batch of b * P positions (b = ``batch_size``, the per-process batch). Each example
+    carries its ``position`` g (int64), so what a global batch holds, and how it is augmented,
+    does not depend on the process count. TFDS streams instead shard records per process (see
+    ``tfds_sources``), so their multi-process batches differ from single-process ones.
   * ``eval_stream(split, process_index, process_count)``: this process's shard once, fixed order.
-Shards are disjoint: process p reads examples p, p + P, p + 2P, ... of a split.
+Eval shards are disjoint: process p reads examples p, p + P, p + 2P, ... of a split.
 """
 
 from __future__ import annotations
@@ -89,21 +94,32 @@ class IndexedSource:
         """A TF function: int64 index -> raw example dict."""
         raise NotImplementedError
 
-    def train_stream(self, split, seed, process_index, process_count, epoch, position, num_parallel_calls):
-        shard = np.arange(process_index, self.num_examples(split), process_count, dtype=np.int64)
-        if shard.size == 0:
-            raise ValueError(f"split {split!r} has no examples for process {process_index} of {process_count}")
-        shard = tf.constant(shard)
+    def train_stream(self, split, seed, process_index, process_count, epoch, position, num_parallel_calls,
+                     batch_size=1):
+        """This process's rows of the global training stream, starting at global ``(epoch, position)``.
+
+        ``position`` should start a global batch (a multiple of ``batch_size * process_count``
+        within the stream) for the rows to line up with the batches. Examples carry their global
+        ``position`` (int64) for seeding augmentation.
+        """
+        num = self.num_examples(split)
+        if num == 0:
+            raise ValueError(f"split {split!r} has no examples")
+        every = tf.range(num, dtype=tf.int64)
         first_epoch, first_position = int(epoch), int(position)
+        rows, first_row = int(batch_size) * int(process_count), int(batch_size) * int(process_index)
 
         def epoch_indices(e):
-            order = tf.random.experimental.stateless_shuffle(shard, seed=tf.stack([tf.cast(seed, tf.int64), e]))
+            order = tf.random.experimental.stateless_shuffle(every, seed=tf.stack([tf.cast(seed, tf.int64), e]))
             skip = tf.where(e == first_epoch, tf.constant(first_position, tf.int64), tf.constant(0, tf.int64))
-            return tf.data.Dataset.from_tensor_slices(order).skip(skip)
+            return tf.data.Dataset.from_tensor_slices((order, e * num + every)).skip(skip)
 
         indices = tf.data.Dataset.range(first_epoch, EPOCHS_FOREVER).flat_map(epoch_indices)
-        return skip_failures(indices.map(self.load_fn(split), num_parallel_calls=num_parallel_calls,
-                                         deterministic=True))
+        if process_count > 1:  # index bookkeeping only: examples of other processes are never loaded
+            indices = indices.filter(lambda i, g: (g % rows >= first_row) & (g % rows < first_row + batch_size))
+        load = self.load_fn(split)
+        return skip_failures(indices.map(lambda i, g: dict(load(i), position=g),
+                                         num_parallel_calls=num_parallel_calls, deterministic=True))
 
     def eval_stream(self, split, process_index, process_count, num_parallel_calls):
         shard = np.arange(process_index, self.num_examples(split), process_count, dtype=np.int64)

@@ -1,0 +1,114 @@
+"""End-to-end training: the command line, resume, 1 vs 8 devices, config errors, non-finite loss.
+
+One in-process run on the 8 CPU devices of conftest is the reference; command-line runs are
+subprocesses (absl flags are process-global) that read the same tiny config.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from ssd_jax import configs, train
+
+STEPS = 6
+# The tiny config, as command-line overrides and as a function of the config object.
+OVERRIDES = {
+    "num_steps": STEPS, "batch_size": 8, "image_size": 64, "log_every": 1, "checkpoint_every": 3,
+    "eval.every": 0, "eval.batch_size": 8, "eval.with_coco": False, "eval.num_sample_images": 2,
+    "data.shapes.num_train": 48, "data.shapes.num_eval": 8, "data.shapes.image_size": 64,
+    "postprocess.max_detections": 20, "optimizer.warmup_steps": 2,
+}
+
+
+def tiny_config(**extra):
+    config = configs.load("shapes")
+    for key, value in {**OVERRIDES, **extra}.items():
+        *path, leaf = key.split(".")
+        node = config
+        for p in path:
+            node = node[p]
+        node[leaf] = value
+    return config
+
+
+def run_cli(workdir, *extra_args, devices=8, module="ssd_jax.train"):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               TF_CPP_MIN_LOG_LEVEL="2")
+    args = [sys.executable, "-m", module, "--config", "shapes", "--workdir", str(workdir)]
+    args += [f"--config.{k}={v}" for k, v in OVERRIDES.items()] + list(extra_args)
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+
+
+def logged_losses(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return {r["step"]: r["loss"] for r in rows if r["split"] == "train"}
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("reference")
+    result = train.train_and_evaluate(tiny_config(), str(workdir))
+    return workdir, result
+
+
+def test_in_process_run_writes_everything(reference_run):
+    workdir, result = reference_run
+    assert len(result["losses"]) == STEPS and all(np.isfinite(result["losses"]))
+    assert 0.0 <= result["mAP"] <= 1.0 and result["num_images"] == 8
+    for name in ("config.json", "model.json", "metrics.jsonl", "samples.png", "eval.json", "eval_pr.png"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
+    assert os.listdir(os.path.join(workdir, "best")) == ["6"]
+    info = json.load(open(os.path.join(workdir, "model.json")))
+    assert info["model"] == "ssd_tiny" and info["class_names"][0] == "background"
+
+
+def test_cli_on_one_device_then_resumed_on_eight_matches_the_reference(reference_run, tmp_path):
+    """Two command-line runs: 3 steps on 1 device, then resumed to 6 steps on 8 devices.
+
+    Steps 1-3 check that the device count does not change the losses; steps 4-6 check that resuming
+    continues exactly where the uninterrupted in-process run (8 devices) went.
+    """
+    _, reference = reference_run
+    first = run_cli(tmp_path, "--config.num_steps=3", devices=1)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "1 cpu device(s)" in first.stdout
+    second = run_cli(tmp_path, devices=8)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resumed" in second.stdout and "at step 3" in second.stdout
+    logged = logged_losses(tmp_path)
+    assert sorted(logged) == list(range(1, STEPS + 1))  # steps 4..6 ran once, after 1..3
+    np.testing.assert_allclose([logged[s] for s in range(1, STEPS + 1)], reference["losses"], rtol=1e-4)
+
+
+def test_override_typo_names_the_closest_field(tmp_path):
+    run = run_cli(tmp_path, "--config.optimizer.lrr=0.1")
+    assert run.returncode != 0
+    assert "lrr" in run.stderr and 'Did you mean "lr"' in run.stderr
+
+
+def test_unknown_config_name_lists_the_packaged_ones():
+    with pytest.raises(FileNotFoundError, match="shapes"):
+        configs.resolve("no_such_config")
+
+
+def test_batch_that_does_not_divide_over_devices_is_a_clear_error():
+    assert jax.device_count() == 8
+    with pytest.raises(train.ConfigError, match="batch_size=12 does not divide by the 8 devices"):
+        train.check_batch_size(12)
+
+
+def test_non_finite_loss_stops_with_the_step(tmp_path):
+    config = tiny_config(**{"optimizer.lr": 1e30, "optimizer.warmup_steps": 0, "optimizer.name": "sgd",
+                            "checkpoint_every": 1})
+    with pytest.raises(train.NonFiniteLossError, match=r"non-finite loss .* at step \d") as err:
+        train.train_and_evaluate(config, str(tmp_path))
+    bad_step = int(str(err.value).split("at step ")[1].split(";")[0])
+    kept = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints"))
+    assert kept and max(kept) < bad_step  # the last good checkpoint is kept, none after the NaN
