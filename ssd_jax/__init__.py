@@ -6,3 +6,11 @@ Stages, in data-flow order: ``anchors`` (default boxes), ``boxes`` (IoU, box cod
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # ssd_jax.Detector without importing JAX / TensorFlow at ``import ssd_jax`` time.
+    if name in ("Detector", "ImageDetections"):
+        from ssd_jax import detect
+        return getattr(detect, name)
+    raise AttributeError(f"module 'ssd_jax' has no attribute {name!r}")

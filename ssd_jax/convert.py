@@ -414,19 +414,31 @@ TRAINED_ANCHORS = {"torchvision_ssd300": {"preset": "SSD300_COCO", "clip": "wh"}
                    "ssd_pytorch": {"preset": "SSD300_VOC", "clip": "all"}}
 
 
-def trained_default_boxes(info: dict) -> np.ndarray:
-    """Default boxes ``float32 [A, 4]`` ``(cx, cy, w, h)`` named by ``model.json``'s ``"anchors"``
-    entry (see :data:`TRAINED_ANCHORS`); the preset of ``ssd_jax.anchors`` with that clipping."""
+def trained_spec(info: dict, default=None):
+    """The ``anchors.DefaultBoxSpec`` named by ``model.json``'s ``"anchors"`` entry (see
+    :data:`TRAINED_ANCHORS`): the preset of ``ssd_jax.anchors`` with that clipping; ``default``
+    (the model factory's spec) when the entry is absent, as in workdirs written by training."""
     from ssd_jax import anchors
 
-    entry = info.get("anchors") or {"preset": "SSD300_VOC", "clip": "none"}
+    entry = info.get("anchors")
+    if not entry:
+        if default is None:
+            raise ValueError("model.json has no 'anchors' entry and no default spec was given")
+        return default
     spec = getattr(anchors, entry["preset"], None)
     if not isinstance(spec, anchors.DefaultBoxSpec):
         raise ValueError(f"model.json anchors: unknown preset {entry['preset']!r}")
     clip = {"none": False, "all": True, "wh": "wh"}.get(entry.get("clip", "none"))
     if clip is None:
         raise ValueError(f"model.json anchors: clip must be none, all or wh, got {entry.get('clip')!r}")
-    return anchors.default_boxes(spec.replace(clip=clip))
+    return spec.replace(clip=clip)
+
+
+def trained_default_boxes(info: dict) -> np.ndarray:
+    """Default boxes ``float32 [A, 4]`` ``(cx, cy, w, h)`` of :func:`trained_spec`."""
+    from ssd_jax import anchors
+
+    return anchors.default_boxes(trained_spec(info, anchors.SSD300_VOC))
 
 
 def convert_file(source: str, state_dict, num_classes: int | None = None) -> tuple[dict, int]:

@@ -9,6 +9,7 @@ PNG of per-class precision-recall curves into the workdir.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -16,7 +17,8 @@ import sys
 import jax
 import ml_collections
 
-from ssd_jax import checkpoints
+from ssd_jax import anchors as anchor_lib
+from ssd_jax import checkpoints, convert
 
 
 def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
@@ -36,7 +38,10 @@ def evaluate_workdir(workdir: str, checkpoint: str = "best", config=None) -> dic
     config = config if config is not None else load_workdir_config(workdir)
     variables, step = checkpoints.load_model_variables(workdir, checkpoint)
     task = train.build_task(config)
-    trained_classes = checkpoints.read_model_info(workdir)["num_classes"]
+    info = checkpoints.read_model_info(workdir)
+    spec = convert.trained_spec(info, task.spec)  # converted weights carry their own default boxes
+    task = dataclasses.replace(task, spec=spec, anchors=anchor_lib.default_boxes(spec))
+    trained_classes = info["num_classes"]
     if trained_classes != len(task.class_names):
         raise ValueError(f"{workdir} was trained for {trained_classes} classes but the eval dataset has "
                          f"{len(task.class_names)} ({', '.join(task.class_names)})")

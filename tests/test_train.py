@@ -112,3 +112,15 @@ def test_non_finite_loss_stops_with_the_step(tmp_path):
     bad_step = int(str(err.value).split("at step ")[1].split(";")[0])
     kept = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints"))
     assert kept and max(kept) < bad_step  # the last good checkpoint is kept, none after the NaN
+
+
+def test_evaluate_command_reproduces_the_final_metrics(reference_run):
+    from ssd_jax import evaluate
+
+    workdir, result = reference_run
+    again = evaluate.evaluate_workdir(str(workdir), "latest")
+    assert again["step"] == STEPS
+    np.testing.assert_allclose(again["mAP"], result["mAP"], atol=1e-6)
+    np.testing.assert_array_equal(again["num_gt"], result["num_gt"])
+    for name in ("eval_latest.json", "eval_latest_table.txt", "eval_latest_pr.png"):
+        assert os.path.exists(os.path.join(workdir, name)), name
