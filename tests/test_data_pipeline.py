@@ -226,3 +226,15 @@ def test_draw_boxes_and_grid(tmp_path):
     grid = save_grid([drawn, image, image], tmp_path / "g.png", columns=2, padding=1)
     assert grid.shape == (2 * 61 + 1, 2 * 81 + 1, 3)
     assert Image.open(tmp_path / "g.png").size == (163, 123)
+
+
+def test_preview_config_accepts_packaged_names_and_paths(tmp_path):
+    from ssd_jax.data import preview
+
+    assert preview.load_config("raccoon").source == "voc_folder"
+    path = tmp_path / "mine.py"
+    path.write_text("from ssd_jax import data\n\ndef get_config():\n    c = data.default_config()\n"
+                    "    c.max_boxes = 7\n    return c\n")
+    assert preview.load_config(str(path)).max_boxes == 7
+    with pytest.raises(SystemExit, match="neither a file nor a packaged config"):
+        preview.load_config("no_such_config")

@@ -1,7 +1,7 @@
 """Write a PNG grid of augmented training (or eval) samples with their boxes and class names.
 
     python -m ssd_jax.data.preview --out grid.png                      # synthetic shapes
-    python -m ssd_jax.data.preview --config ssd_jax/configs/x.py --out grid.png --size 300
+    python -m ssd_jax.data.preview --config shapes --out grid.png --size 300
 ``--config`` is a Python config file whose ``get_config()`` returns either the data section or
 a full config with a ``data`` field (e.g. the trainer's configs); omitted: ``default_config()``.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 
 import numpy as np
 
@@ -38,11 +37,16 @@ def preview_grid(cfg, path, image_size=(300, 300), num_images=16, seed=0, column
 
 
 def load_config(path: str | None):
-    """The data section from a Python config file (``get_config()``), or the default."""
+    """The data section of a config (a packaged name such as ``shapes``, or a Python file with
+    ``get_config()``), or the default."""
     if not path:
         return config_lib.default_config()
-    if not os.path.isfile(path):
-        raise SystemExit(f"config file {path} does not exist")
+    from ssd_jax import configs
+
+    try:
+        path = configs.resolve(path)
+    except FileNotFoundError as e:
+        raise SystemExit(str(e))
     spec = importlib.util.spec_from_file_location("preview_config", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -52,7 +56,7 @@ def load_config(path: str | None):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=None, help="Python config file with get_config()")
+    parser.add_argument("--config", default=None, help="config name (e.g. shapes) or Python file with get_config()")
     parser.add_argument("--out", default="grid.png")
     parser.add_argument("--size", type=int, default=300)
     parser.add_argument("--num", type=int, default=16)
