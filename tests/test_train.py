@@ -124,3 +124,14 @@ def test_evaluate_command_reproduces_the_final_metrics(reference_run):
     np.testing.assert_array_equal(again["num_gt"], result["num_gt"])
     for name in ("eval_latest.json", "eval_latest_table.txt", "eval_latest_pr.png"):
         assert os.path.exists(os.path.join(workdir, name)), name
+
+
+def test_every_packaged_config_loads_and_names_a_registered_model():
+    from ssd_jax import models
+
+    assert {"shapes", "raccoon", "ssd300_voc0712", "ssd512_voc0712", "ssd300_coco",
+            "ssdlite320_mobilenet_v2_coco"} <= set(configs.names())
+    for name in configs.names():
+        config = configs.load(name)
+        assert config.model in models.names(), name
+        assert config.batch_size > 0 and config.num_steps > 0, name

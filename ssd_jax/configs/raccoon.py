@@ -7,7 +7,7 @@ Any Pascal-VOC folder (Annotations/, JPEGImages/, ImageSets/Main/{train,val}.txt
 Expected: see the README's results table (small data: a modest mAP from scratch).
 """
 
-from ssd_jax.configs.common import base_config
+from ssd_jax.configs._base import base_config
 
 
 def get_config():

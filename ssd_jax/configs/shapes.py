@@ -6,7 +6,7 @@ Expected: VOC07 mAP@0.5 >= 0.90 on the shapes validation split in under 10 minut
 2-core CPU (see the README's results table for the measured figure).
 """
 
-from ssd_jax.configs.common import base_config
+from ssd_jax.configs._base import base_config
 
 
 def get_config():

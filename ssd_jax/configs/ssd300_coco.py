@@ -7,7 +7,7 @@ COCO model uses the smaller COCO scales 0.07..1.05 (``anchors.SSD300_COCO``).
 Expected: COCO AP 25.1 (torchvision), 25.1 test-dev (paper's SSD300*).
 """
 
-from ssd_jax.configs.common import base_config
+from ssd_jax.configs._base import base_config
 
 
 def get_config():

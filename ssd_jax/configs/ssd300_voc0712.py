@@ -7,7 +7,7 @@ Batch 32, SGD momentum 0.9, weight decay 5e-4, lr 1e-3 decayed x0.1 at 80k and 1
 Expected: VOC07 11-point mAP 77.2 (paper's SSD300*, with zoom-out augmentation) from an ImageNet base.
 """
 
-from ssd_jax.configs.common import base_config
+from ssd_jax.configs._base import base_config
 
 
 def get_config():

@@ -6,7 +6,7 @@ Cosine schedule with warm-up and a large batch, as torchvision trains its ssdlit
 Expected: COCO AP about 21 (torchvision ssdlite320_mobilenet_v3_large: 21.3; lufficc MobileNetV2 on VOC: 68.9).
 """
 
-from ssd_jax.configs.common import base_config
+from ssd_jax.configs._base import base_config
 
 
 def get_config():
