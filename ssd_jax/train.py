@@ -167,7 +167,7 @@ def make_train_step(task: Task, config):
         new_state = state.replace(
             step=state.step + 1, params=optax.apply_updates(state.params, param_updates), opt_state=opt_state,
             batch_stats=updates.get("batch_stats", state.batch_stats))
-        metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads), lr=schedule(state.step))
+        metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads), lr=schedule(state.step))
         return new_state, metrics
 
     return train_step
