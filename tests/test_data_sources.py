@@ -12,7 +12,9 @@ from ssd_jax import data
 from ssd_jax.data import shapes, sources, voc_folder
 from ssd_jax.data.tf_setup import tf
 
-RACCOON = "/work/shared/data/raccoon"
+# The shared raccoon set lives beside the repository (../shared/data/raccoon), read in place.
+RACCOON = os.environ.get("SSD_JAX_RACCOON", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                                          "shared", "data", "raccoon"))
 
 
 def raccoon_config():

@@ -15,7 +15,8 @@ import time
 
 from ssd_jax import data
 
-RACCOON = "/work/shared/data/raccoon"
+# The shared raccoon set beside the repository (../shared/data/raccoon), read in place.
+RACCOON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "data", "raccoon")
 
 
 def make_config(source: str, no_aug: bool):
