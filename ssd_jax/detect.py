@@ -36,7 +36,7 @@ import json
 import os
 import sys
 import warnings
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image

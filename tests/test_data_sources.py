@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from ssd_jax import data
 from ssd_jax.data import shapes, sources, voc_folder

@@ -1,7 +1,6 @@
 """Matching against a slow NumPy reference, hand-built cases and bad input."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ssd_jax import anchors, models
+from ssd_jax import models
 from ssd_jax.anchors import DefaultBoxSpec, default_boxes
 from ssd_jax.models import layers
 from ssd_jax.models.ssd import SSD

@@ -140,7 +140,6 @@ def eval_iterator(cfg, image_size, batch_size, normalization="caffe", process_in
     source = get_source(cfg)
     num_batches = num_eval_batches(cfg, batch_size, process_count)
     out_size = (int(image_size[0]), int(image_size[1]))
-    fill = fill_value_rgb(normalization)
     scale, offset = scale_and_offset(normalization)
     max_boxes = int(cfg.max_boxes)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import tensorflow_datasets as tfds
 
 from ssd_jax.data import sources

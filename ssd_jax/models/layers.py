@@ -9,7 +9,7 @@ models in one place. Padding is always explicit ``((top, bottom), (left, right))
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
