@@ -2,8 +2,8 @@
 
     python -m ssd_jax.train --config shapes --workdir runs/shapes
 
-Expected: VOC07 mAP@0.5 >= 0.90 on the shapes validation split in under 10 minutes on a
-2-core CPU (see the README's results table for the measured figure).
+Measured: VOC07 mAP@0.5 0.859 on the shapes validation split after 7m54s of training on an idle
+2-core CPU (the project's target is 0.90 within 10 minutes; see the README's results table).
 """
 
 from ssd_jax.configs._base import base_config
