@@ -244,9 +244,8 @@ def save_samples(task: Task, config, variables, predict_fn, mesh, path: str, num
         if not batch["valid"][i]:
             continue
         k = int(dets.num_valid[i])
-        keep = dets.scores[i, :k] >= 0.3
-        drawn.append(visualize.draw_boxes(pictures[i], dets.boxes[i, :k][keep], dets.classes[i, :k][keep],
-                                          dets.scores[i, :k][keep], class_names=task.class_names))
+        drawn.append(visualize.draw_boxes(pictures[i], dets.boxes[i, :k], dets.classes[i, :k], dets.scores[i, :k],
+                                          class_names=task.class_names, min_score=0.3))
     if drawn:
         visualize.save_grid(drawn, path)
 
