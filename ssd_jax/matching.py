@@ -86,32 +86,59 @@ def sanitize_ground_truth(gt_boxes, gt_mask):
     return jnp.where(valid[:, None], clipped, 0.0), valid
 
 
+_CHUNK = 256  # default boxes per chunk in the two-level arg-max (see _best_per_box_and_gt)
+
+
+def _iou_one_to_many(g, cols):
+    """IoU of one corner box ``g [4]`` with boxes given as columns ``cols [4, N]`` -> ``[N]``.
+
+    The same arithmetic as :func:`ssd_jax.boxes.iou`, laid out so the ``N`` axis is
+    contiguous (it vectorises).
+    """
+    x0, y0, x1, y1 = cols
+    iw = jnp.maximum(jnp.minimum(g[2], x1) - jnp.maximum(g[0], x0), 0.0)
+    ih = jnp.maximum(jnp.minimum(g[3], y1) - jnp.maximum(g[1], y0), 0.0)
+    inter = iw * ih
+    union = box_ops.area(g) + jnp.maximum(x1 - x0, 0.0) * jnp.maximum(y1 - y0, 0.0) - inter
+    return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1.0), 0.0)
+
+
 def _best_per_box_and_gt(gt, valid, anchors_corners):
     """One pass over the ground truths.
 
     Returns ``(best_iou [A], best_gt [A], gt_best_box [M], gt_best_iou [M])``: for each
     default box its best IoU and the first ground truth reaching it (-1 IoU and index 0
-    when there is no valid ground truth), and for each ground truth the first default
-    box of highest IoU. A loop over the ``M`` ground truths with a running maximum
-    over ``[A]`` vectors is ~2.5x faster on CPU than reductions over an ``[M, A]``
-    matrix (XLA's arg-max reductions do not vectorise).
+    when there is no valid ground truth), and for each ground truth a default box of
+    highest IoU (the first one, up to float rounding) and that IoU (-1 if invalid).
+
+    Arg-max reductions do not vectorise on XLA:CPU, so none runs over ``[A]``: a loop
+    over the ``M`` ground truths keeps a running maximum per default box and, per
+    ground truth, the maximum of each chunk of ``_CHUNK`` default boxes; the best
+    default box is then searched only in the best chunk (its IoUs recomputed).
     """
     m, a = gt.shape[0], anchors_corners.shape[0]
+    chunks = -(-a // _CHUNK)
+    # Padding boxes have zero area: IoU 0, after every real box, so never the first maximum.
+    cols = jnp.zeros((4, chunks * _CHUNK), jnp.float32).at[:, :a].set(anchors_corners.T)
 
     def body(j, carry):
-        best_iou, best_gt, gt_best_box, gt_best_iou = carry
-        q = box_ops.iou(gt[j][None], anchors_corners)[0]
-        q = jnp.where(valid[j], q, -1.0)
+        best_iou, best_gt, chunk_max = carry
+        q = jnp.where(valid[j], _iou_one_to_many(gt[j], cols), -1.0)
         better = q > best_iou
         best_iou = jnp.where(better, q, best_iou)
         best_gt = jnp.where(better, j, best_gt)
-        gt_best_box = gt_best_box.at[j].set(jnp.argmax(q).astype(jnp.int32))
-        gt_best_iou = gt_best_iou.at[j].set(jnp.max(q))
-        return best_iou, best_gt, gt_best_box, gt_best_iou
+        return best_iou, best_gt, chunk_max.at[j].set(q.reshape(chunks, _CHUNK).max(-1))
 
-    init = (jnp.full((a,), -1.0, jnp.float32), jnp.zeros((a,), jnp.int32),
-            jnp.zeros((m,), jnp.int32), jnp.full((m,), -1.0, jnp.float32))
-    return jax.lax.fori_loop(0, m, body, init, unroll=min(m, 8))
+    init = (jnp.full((chunks * _CHUNK,), -1.0, jnp.float32), jnp.zeros((chunks * _CHUNK,), jnp.int32),
+            jnp.zeros((m, chunks), jnp.float32))
+    best_iou, best_gt, chunk_max = jax.lax.fori_loop(0, m, body, init, unroll=min(m, 4))
+
+    best_chunk = jnp.argmax(chunk_max, axis=-1)  # [M]
+    chunk_cols = jnp.moveaxis(cols.reshape(4, chunks, _CHUNK)[:, best_chunk], 1, 0)  # [M, 4, CHUNK]
+    in_chunk = jax.vmap(_iou_one_to_many)(gt, chunk_cols)  # [M, CHUNK]
+    gt_best_box = (best_chunk * _CHUNK + jnp.argmax(in_chunk, axis=-1)).astype(jnp.int32)
+    gt_best_iou = jnp.max(chunk_max, axis=-1)
+    return best_iou[:a], best_gt[:a], gt_best_box, gt_best_iou
 
 
 def _force_argmax(gt_best_box, gt_best_iou, num_boxes):
@@ -126,22 +153,29 @@ def _force_argmax(gt_best_box, gt_best_iou, num_boxes):
 def _force_bipartite(gt, valid, anchors_corners):
     """Step 1, Caffe style: greedy one-to-one pairs by decreasing IoU (only IoU > 0).
 
-    ``M`` rounds over the full ``[M, A]`` IoU matrix: a faithful but slower option.
+    Returns ``(forced [A], forced_iou [A])``: the ground truth forced onto each default
+    box (-1 if none) and that pair's IoU. ``M`` rounds over the ``[M, A]`` IoU matrix;
+    each takes the ground truth with the highest row maximum over the untaken boxes,
+    then its first box reaching that maximum.
     """
     iou = jnp.where(valid[:, None], box_ops.iou(gt, anchors_corners), -1.0)
     m, a = iou.shape
+    box_index = jnp.arange(a, dtype=jnp.int32)
 
     def body(_, carry):
-        gt_done, box_taken, forced = carry
-        avail = jnp.where(gt_done[:, None] | box_taken[None, :], -1.0, iou)
-        flat = jnp.argmax(avail)
-        j, k = flat // a, flat % a
-        take = avail[j, k] > 0
+        gt_done, box_taken, forced, forced_iou = carry
+        row_max = jnp.where(gt_done, -1.0, jnp.max(jnp.where(box_taken[None, :], -1.0, iou), axis=1))
+        j = jnp.argmax(row_max)
+        best = row_max[j]
+        k = jnp.min(jnp.where((iou[j] == best) & ~box_taken, box_index, a - 1))
+        take = best > 0
         forced = jnp.where(take, forced.at[k].set(j.astype(jnp.int32)), forced)
-        return gt_done.at[j].set(gt_done[j] | take), box_taken.at[k].set(box_taken[k] | take), forced
+        forced_iou = jnp.where(take, forced_iou.at[k].set(best), forced_iou)
+        return (gt_done.at[j].set(gt_done[j] | take), box_taken.at[k].set(box_taken[k] | take),
+                forced, forced_iou)
 
-    init = (~valid, jnp.zeros((a,), bool), jnp.full((a,), -1, jnp.int32))
-    return jax.lax.fori_loop(0, m, body, init)[2]
+    init = (~valid, jnp.zeros((a,), bool), jnp.full((a,), -1, jnp.int32), jnp.zeros((a,), jnp.float32))
+    return jax.lax.fori_loop(0, m, body, init)[2:]
 
 
 def match(anchors_center, gt_boxes, gt_labels, gt_mask, iou_threshold=0.5, mode="argmax",
@@ -176,20 +210,23 @@ def match(anchors_center, gt_boxes, gt_labels, gt_mask, iou_threshold=0.5, mode=
     best_iou, best_gt, gt_best_box, gt_best_iou = _best_per_box_and_gt(gt, valid, anchors_corners)
     if mode == "argmax":
         forced = _force_argmax(gt_best_box, gt_best_iou, a)
+        forced_iou = gt_best_iou[jnp.maximum(forced, 0)]
     else:
-        forced = _force_bipartite(gt, valid, anchors_corners)
+        forced, forced_iou = _force_bipartite(gt, valid, anchors_corners)
     is_forced = forced >= 0
     matched_gt = jnp.where(is_forced, forced, best_gt)
-    # IoU of a forced pair, recomputed for the [A] pairs rather than gathered from [M, A].
-    matched_iou = jnp.where(
-        is_forced, jax.vmap(lambda g, d: box_ops.iou(g[None], d[None])[0, 0])(gt[matched_gt], anchors_corners),
-        best_iou)
+    # A forced pair's IoU is that ground truth's best IoU (argmax mode) or the greedy pair's.
+    matched_iou = jnp.where(is_forced, forced_iou, best_iou)
     positive = is_forced | (best_iou >= iou_threshold)
 
     labels = jnp.where(positive, gt_labels.astype(jnp.int32)[matched_gt], 0)
-    target_boxes = jnp.where(positive[:, None], gt[matched_gt], anchors_corners)
-    loc_targets = box_ops.encode(target_boxes, anchors_center, variances)
-    loc_targets = jnp.where(positive[:, None], loc_targets, 0.0)
+    # Gathers and box coding per coordinate column: [A] vectors vectorise, [A, 4] rows do not.
+    gx0, gy0, gx1, gy1 = (col[matched_gt] for col in gt.T)
+    acx, acy, aw, ah = anchors_center.T
+    v_c, v_s = variances
+    offsets = ((gx0 + gx1) / 2 - acx) / (v_c * aw), ((gy0 + gy1) / 2 - acy) / (v_c * ah), \
+        jnp.log(jnp.where(positive, gx1 - gx0, aw) / aw) / v_s, jnp.log(jnp.where(positive, gy1 - gy0, ah) / ah) / v_s
+    loc_targets = jnp.where(positive[:, None], jnp.stack(offsets, axis=-1), 0.0)
     return MatchResult(loc_targets, labels, jnp.maximum(matched_iou, 0.0))
 
 
