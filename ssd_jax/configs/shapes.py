@@ -14,7 +14,7 @@ def get_config():
     c.model = "ssd_tiny"
     c.image_size = 128
     c.batch_size = 32
-    c.num_steps = 1500
+    c.num_steps = 1200
     c.data.source = "shapes"
     c.data.max_boxes = 8
     c.data.augment.expand = False
@@ -27,10 +27,10 @@ def get_config():
     c.optimizer.weight_decay = 1e-4
     c.optimizer.schedule = "cosine"
     c.optimizer.warmup_steps = 100
-    c.eval.every = 500
+    c.eval.every = 600
     c.eval.batch_size = 50
     c.eval.with_coco = True
     c.postprocess.max_detections = 50
     c.log_every = 50
-    c.checkpoint_every = 500
+    c.checkpoint_every = 600
     return c

@@ -192,9 +192,10 @@ def render_window(image, window, out_size, flip, brightness, matrix, fill, scale
     """
     out_h, out_w = out_size
     _, inside_rows, inside_cols = _window_grid(image, window, out_size, flip)
+    fill_norm_np = np.asarray(fill, np.float32) * np.asarray(scale, np.float32) + np.asarray(offset, np.float32)
     scale = tf.constant(np.asarray(scale, np.float32))
     offset = tf.constant(np.asarray(offset, np.float32))
-    fill_norm = tf.constant(np.asarray(fill, np.float32)) * scale + offset
+    fill_norm = tf.constant(fill_norm_np)
 
     def span(inside):
         count = tf.maximum(tf.reduce_sum(tf.cast(inside, tf.int32)), 1)
@@ -211,7 +212,9 @@ def render_window(image, window, out_size, flip, brightness, matrix, fill, scale
     pixels = tf.clip_by_value(pixels, tf.minimum(low, high), tf.maximum(low, high))
     padded = tf.pad(tf.reshape(pixels, [rows, cols, 3]),
                     [[r0, out_h - r0 - rows], [c0, out_w - c0 - cols], [0, 0]])
-    return tf.ensure_shape(padded + fill_norm, [out_h, out_w, 3])
+    if np.any(fill_norm_np != 0):  # zero for Caffe normalisation (the fill is its mean)
+        padded = padded + fill_norm
+    return tf.ensure_shape(padded, [out_h, out_w, 3])
 
 
 def flip_boxes(boxes):

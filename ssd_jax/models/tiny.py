@@ -1,9 +1,13 @@
-"""``ssd_tiny``: a small SSD for CPU training (160 px default input; 0.51 M params with 2
-classes, 1.04 M with 21).
+"""``ssd_tiny``: a small SSD for CPU training (160 px default input; 0.70 M params with 2
+classes, 1.22 M with 21).
 
 Base (params["base"]), each conv 3x3 pad 1, no bias, + BatchNorm + ReLU:
-``conv1`` 16 s2, ``conv2`` 32 s2, ``conv3`` 64 s2 (source 1, stride 8), ``conv4`` 128 s2
-(source 2, stride 16). Extras (params["extras"]): three blocks ``conv{5,6,7}_1`` 1x1 64 ->
+``conv1`` 16 s2, ``conv2`` 32 s2, ``conv3`` 64 s2 + ``conv3b`` 64 s1 (source 1, stride 8),
+``conv4`` 128 s2 + ``conv4b`` 128 s1 (source 2, stride 16). The stride-1 convs widen the
+receptive field of the two sources (31 and 95 px instead of 15 and 31) to cover the objects
+their default boxes are matched to (>= 0.2 of the image): on shapes this took VOC07
+mAP@0.5 from 0.859 to 0.914 for 7% more time per step. Extras (params["extras"]): three
+blocks ``conv{5,6,7}_1`` 1x1 64 ->
 ``conv{5,6,7}_2`` 3x3 128, stride 2 pad 1, except that an axis of length 3 entering the
 last block uses stride 1 pad 0 (so 3 -> 1). At 160 px the maps are 20, 10, 5, 3, 1; at
 128 px 16, 8, 4, 2, 1; any (height, width) works (:func:`tiny_feature_map_sizes`).
@@ -78,6 +82,7 @@ class TinyBase(nn.Module):
         for i, c in enumerate(self.widths, start=1):
             x = _conv_bn_relu(x, c, 3, 2, 1, f"conv{i}", train, kw)
             if i > len(self.widths) - 2:
+                x = _conv_bn_relu(x, c, 3, 1, 1, f"conv{i}b", train, kw)
                 sources.append(x)
         return sources
 
