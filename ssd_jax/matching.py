@@ -9,7 +9,8 @@ Everything else is background (label 0).
 
 Step 1 comes in two flavours:
   * ``mode="argmax"`` (torchvision ``SSDMatcher``, ssd.pytorch): ground truth ``j``
-    claims ``argmax_a IoU(j, a)`` (the first such box on ties). If two ground truths
+    claims ``argmax_a IoU(j, a)`` (the first such box on ties; IoUs within float rounding
+    of each other count as ties, as they do between implementations). If two ground truths
     claim one box, the one with the higher index wins, as with the sequential writes in
     those ports.
   * ``mode="bipartite"`` (Caffe ``MatchBBox``): greedy one-to-one assignment: repeatedly
