@@ -49,6 +49,16 @@ def shapes_images(n, size=IMAGE_SIZE):
     return [generate_example(i, "eval", seed=3, image_size=size)[0] for i in range(n)]
 
 
+def assert_same_detections(results, expected):
+    """Per image: the same classes in the same order, boxes and scores equal up to float rounding
+    (a batch and a single image may run different conv kernels)."""
+    assert len(results) == len(expected)
+    for r, e in zip(results, expected):
+        assert r.classes.tolist() == e.classes.tolist()
+        np.testing.assert_allclose(r.scores, e.scores, atol=1e-5)
+        np.testing.assert_allclose(r.boxes, e.boxes, atol=1e-3)
+
+
 def as_tuples(result: ImageDetections):
     return [(tuple(np.round(b, 3)), round(float(s), 5), int(c)) for b, s, c in
             zip(result.boxes, result.scores, result.classes)]
@@ -139,11 +149,10 @@ def test_batch_buckets_bound_compilations(workdir):
     singles = [det(im) for im in images[:5]]
     assert det.trace_count == 1
     for n in (1, 3, 5):
-        results = det(images[:n])
-        assert [as_tuples(r) for r in results] == [as_tuples(r) for r in singles[:n]]
+        assert_same_detections(det(images[:n]), singles[:n])
     chunked = det(images)  # 10 > 8: chunks of 8 and 2, both bucket 8
     assert det.trace_count == 2
-    assert [as_tuples(r) for r in chunked[:5]] == [as_tuples(r) for r in singles]
+    assert_same_detections(chunked[:5], singles)
     assert len(chunked) == 10 and det([]) == []
 
 
