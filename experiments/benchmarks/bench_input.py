@@ -46,8 +46,12 @@ def main():
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--no-aug", action="store_true")
+    parser.add_argument("--parallel", type=int, default=None,
+                        help="data.num_parallel_calls (0 or less: tf.data AUTOTUNE; default: the config's)")
     args = parser.parse_args()
     cfg = make_config(args.source, args.no_aug)
+    if args.parallel is not None:
+        cfg.num_parallel_calls = args.parallel
     size = (args.size, args.size)
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     from ssd_jax.data import sources
