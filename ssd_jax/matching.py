@@ -221,13 +221,9 @@ def match(anchors_center, gt_boxes, gt_labels, gt_mask, iou_threshold=0.5, mode=
     positive = is_forced | (best_iou >= iou_threshold)
 
     labels = jnp.where(positive, gt_labels.astype(jnp.int32)[matched_gt], 0)
-    # Gathers and box coding per coordinate column: [A] vectors vectorise, [A, 4] rows do not.
-    gx0, gy0, gx1, gy1 = (col[matched_gt] for col in gt.T)
-    acx, acy, aw, ah = anchors_center.T
-    v_c, v_s = variances
-    offsets = ((gx0 + gx1) / 2 - acx) / (v_c * aw), ((gy0 + gy1) / 2 - acy) / (v_c * ah), \
-        jnp.log(jnp.where(positive, gx1 - gx0, aw) / aw) / v_s, jnp.log(jnp.where(positive, gy1 - gy0, ah) / ah) / v_s
-    loc_targets = jnp.where(positive[:, None], jnp.stack(offsets, axis=-1), 0.0)
+    target_boxes = jnp.where(positive[:, None], gt[matched_gt], anchors_corners)
+    loc_targets = box_ops.encode(target_boxes, anchors_center, variances)
+    loc_targets = jnp.where(positive[:, None], loc_targets, 0.0)
     return MatchResult(loc_targets, labels, jnp.maximum(matched_iou, 0.0))
 
 
