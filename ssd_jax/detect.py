@@ -240,7 +240,7 @@ class Detector:
         import jax.numpy as jnp
 
         from ssd_jax import anchors as anchor_lib
-        from ssd_jax import postprocess
+        from ssd_jax import postprocess, xla_options
         from ssd_jax.data.normalize import scale_and_offset
 
         self.module = module
@@ -276,7 +276,7 @@ class Detector:
                                       iou_threshold=iou_threshold, pre_nms_top_k=self.pre_nms_top_k,
                                       max_detections=self.max_detections)
 
-        self._run = jax.jit(run)
+        self._run = jax.jit(run, compiler_options=xla_options.compiler_options(self.device.platform))
 
     @classmethod
     def from_workdir(cls, workdir: str, checkpoint: str | int = "best", **overrides) -> "Detector":

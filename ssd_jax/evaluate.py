@@ -18,7 +18,7 @@ import jax
 import ml_collections
 
 from ssd_jax import anchors as anchor_lib
-from ssd_jax import checkpoints, convert
+from ssd_jax import checkpoints, convert, xla_options
 
 
 def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
@@ -46,7 +46,7 @@ def evaluate_workdir(workdir: str, checkpoint: str = "best", config=None) -> dic
         raise ValueError(f"{workdir} was trained for {trained_classes} classes but the eval dataset has "
                          f"{len(task.class_names)} ({', '.join(task.class_names)})")
     mesh = train.make_mesh()
-    predict = jax.jit(train.make_predict_step(task, config))
+    predict = jax.jit(train.make_predict_step(task, config), compiler_options=xla_options.compiler_options())
     result = train.evaluate(task, config, variables, predict, mesh)
     result["step"] = step
     print(f"{workdir}: checkpoint {checkpoint} (step {step})")

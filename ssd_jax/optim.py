@@ -3,7 +3,9 @@
 SGD with momentum and weight decay is the paper's (Caffe's) optimiser; AdamW is offered for small
 models trained from scratch. Caffe decays neither biases nor normalisation scales
 (``decay_biases=False``); ``freeze_base=True`` keeps the base network fixed for fine-tuning, as the
-paper recommends when the classes change.
+paper recommends when the classes change, and ``frozen`` lists further module paths to keep fixed
+(the Caffe release freezes VGG16's conv1_1 .. conv2_2). Frozen params get no gradient at all
+(``stop_gradient`` in the training step), so their backward pass is not computed.
 """
 
 from __future__ import annotations
@@ -36,6 +38,17 @@ def _decay_mask(params, decay_biases: bool):
     return jax.tree_util.tree_map(lambda p: decay_biases or p.ndim > 1, params)
 
 
+def trainable_mask(cfg, params):
+    """Bools like ``params``, False for the frozen ones (``freeze_base``, ``frozen``); None if none is."""
+    frozen = (("base",) if cfg.freeze_base else ()) + tuple(cfg.frozen)
+    if not frozen:
+        return None
+    try:
+        return models.freeze_base_mask(params, frozen)
+    except ValueError as e:
+        raise ValueError(f"config.optimizer.frozen: {e}") from None
+
+
 def make_optimizer(cfg, params, num_steps: int) -> optax.GradientTransformation:
     """The optax transformation for ``params`` (used for its tree structure only)."""
     schedule = learning_rate_schedule(cfg, num_steps)
@@ -52,8 +65,8 @@ def make_optimizer(cfg, params, num_steps: int) -> optax.GradientTransformation:
     else:
         raise ValueError(f"optimizer.name must be sgd or adamw, got {cfg.name!r}")
     tx = optax.chain(*parts)
-    if cfg.freeze_base:
-        trainable = models.freeze_base_mask(params)
+    trainable = trainable_mask(cfg, params)
+    if trainable is not None:
         tx = optax.multi_transform(
             {"train": tx, "freeze": optax.set_to_zero()},
             jax.tree_util.tree_map(lambda t: "train" if t else "freeze", trainable))

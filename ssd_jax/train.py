@@ -37,7 +37,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from ssd_jax import anchors as anchor_lib
-from ssd_jax import checkpoints, configs, data, losses, matching, models, optim, postprocess
+from ssd_jax import checkpoints, configs, data, losses, matching, models, optim, postprocess, xla_options
 from ssd_jax.evaluation import Evaluator, format_table, write_report
 
 log = logging.getLogger("ssd_jax.train")
@@ -68,6 +68,7 @@ class Task:
     tx: optax.GradientTransformation
     class_names: tuple
     normalization: str
+    trainable: Any = None  # bools like the params (False = frozen), or None when all are trained
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -103,9 +104,14 @@ def build_task(config, num_steps: int | None = None) -> Task:
     module, spec = models.create(config.model, num_classes, dtype=dtype, image_size=config.image_size)
     params_shape = jax.eval_shape(
         lambda: module.init(jax.random.key(0), jnp.zeros((1, *spec.image_size, 3)), train=False))["params"]
-    tx = optim.make_optimizer(config.optimizer, params_shape, num_steps or config.num_steps)
+    try:
+        tx = optim.make_optimizer(config.optimizer, params_shape, num_steps or config.num_steps)
+        trainable = optim.trainable_mask(config.optimizer, params_shape)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     return Task(module=module, spec=spec, anchors=anchor_lib.default_boxes(spec), tx=tx,
-                class_names=tuple(info.class_names), normalization=models.input_normalization(config.model))
+                class_names=tuple(info.class_names), normalization=models.input_normalization(config.model),
+                trainable=trainable)
 
 
 def init_state(task: Task, seed: int) -> TrainState:
@@ -152,6 +158,8 @@ def make_train_step(task: Task, config):
                                        iou_threshold=config.matching.iou_threshold, mode=config.matching.mode)
 
         def loss_fn(params):
+            if task.trainable is not None:  # frozen params: no backward pass through them at all
+                params = jax.tree.map(lambda p, t: p if t else jax.lax.stop_gradient(p), params, task.trainable)
             variables = {"params": params}
             if state.batch_stats:
                 variables["batch_stats"] = state.batch_stats
@@ -373,11 +381,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             print(f"resumed from {os.path.join(workdir, 'checkpoints')} at step {step}", flush=True)
     elif config.init_from:
         state = jax.device_put(load_pretrained(state, config.init_from), replicated)
+    elif task.trainable is not None:
+        log.warning("config.optimizer freezes %d parameter arrays but config.init_from is empty: they stay at "
+                    "their random initialisation", sum(not t for t in jax.tree.leaves(task.trainable)))
     start_step = int(state.step)
 
+    options = xla_options.compiler_options()
     train_step = jax.jit(make_train_step(task, config), donate_argnums=(0,),
-                         out_shardings=(replicated, replicated))
-    predict = jax.jit(make_predict_step(task, config))
+                         out_shardings=(replicated, replicated), compiler_options=options)
+    predict = jax.jit(make_predict_step(task, config), compiler_options=options)
     metrics_log = MetricsLog(workdir, is_main)
     train_iter = data.train_iterator(
         config.data, image_size=task.spec.image_size, batch_size=local_batch, normalization=task.normalization,

@@ -311,6 +311,18 @@ def test_freeze_mask_marks_exactly_the_base(abstract_models):
     assert jax.tree.leaves(full["params"]) == jax.tree.leaves(mask)
 
 
+def test_freeze_mask_takes_module_paths(abstract_models):
+    variables = abstract_models["ssd300_vgg16"][2]
+    caffe = ("base/conv1_1", "base/conv1_2", "base/conv2_1", "base/conv2_2")  # ssd_pascal.py freeze_layers
+    mask = models.freeze_base_mask(variables["params"], caffe)
+    frozen = sum(int(np.prod(p.shape)) for p, t in zip(jax.tree.leaves(variables["params"]), jax.tree.leaves(mask))
+                 if not t)
+    assert frozen == (27 * 64 + 64) + (576 * 64 + 64) + (576 * 128 + 128) + (1152 * 128 + 128)
+    assert mask["base"]["conv3_1"]["kernel"] and not mask["base"]["conv2_2"]["bias"]
+    with pytest.raises(ValueError, match=r"\['base/conv1'\] name no parameters"):
+        models.freeze_base_mask(variables["params"], ("base/conv1",))  # a module is matched whole
+
+
 def test_freeze_mask_with_optax_keeps_base_fixed(tiny128):
     import optax
     params = tiny128[2]["params"]
@@ -323,32 +335,67 @@ def test_freeze_mask_with_optax_keeps_base_fixed(tiny128):
     assert all(np.all(np.asarray(u) == -0.1) for u in jax.tree.leaves(updates["extras"]))
 
 
-@pytest.mark.parametrize("hw,cin,cout,kernel,stride,pad,dilation", [
-    ((9, 7), 3, 5, 3, 1, 1, 1),     # VGG conv
-    ((10, 9), 4, 6, 3, 2, 1, 1),    # stride 2, odd/even sizes
-    ((13, 13), 3, 4, 3, 1, 6, 6),   # fc6: dilation 6, pad 6
-    ((2, 2), 3, 4, 4, 1, 1, 1),     # conv12_2: 4x4 pad 1
-    ((5, 6), 3, 2, 1, 1, 0, 1),     # 1x1
-    ((5, 5), 3, 2, 3, 1, 0, 1),     # 3x3 pad 0
+@pytest.mark.parametrize("hw,window,stride,padding,ceil_mode", [
+    ((8, 6), 2, 2, 0, False),   # VGG pool1, pool2, pool4
+    ((7, 9), 2, 2, 0, True),    # pool3: ceil mode (odd sizes -> padded bottom/right)
+    ((6, 5), 3, 1, 1, False),   # pool5: overlapping windows
+    ((9, 8), 3, 2, 1, False),   # ResNet stem pool
 ])
-def test_fast_conv_gradients_match_lax(hw, cin, cout, kernel, stride, pad, dilation):
+def test_max_pool_gradient_equals_autodiff_of_reduce_window(hw, window, stride, padding, ceil_mode):
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(2, *hw, cin)), jnp.float32)
-    w = jnp.asarray(rng.normal(size=(kernel, kernel, cin, cout)), jnp.float32)
-    padding = ((pad, pad), (pad, pad))
+    smooth = rng.normal(size=(2, *hw, 3))
+    ties = np.round(np.maximum(smooth, 0) * 2)  # ReLU-like inputs: many equal maxima in a window
+    for x in map(jnp.float32, (smooth, ties)):
+        y = layers.max_pool(x, window, stride, padding, ceil_mode)
+        pads = layers._max_pool_padding(x.shape[1:3], window, stride, padding, ceil_mode)
+        ref_fn = lambda x: jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, window, window, 1),
+                                                 (1, stride, stride, 1), ((0, 0), *pads, (0, 0)))
+        np.testing.assert_array_equal(np.asarray(y), np.asarray(ref_fn(x)))
+        g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+        ours = jax.vjp(lambda x: layers.max_pool(x, window, stride, padding, ceil_mode), x)[1](g)[0]
+        ref = jax.vjp(ref_fn, x)[1](g)[0]  # XLA's select_and_scatter: first maximum of each window
+        np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), rtol=0, atol=1e-6)
 
-    def loss(conv):
-        return lambda x, w: jnp.sum(jnp.sin(conv(x, w)))
 
-    ours = loss(lambda x, w: layers.fast_conv(x, w, (stride, stride), padding, (dilation, dilation)))
-    ref = loss(lambda x, w: jax.lax.conv_general_dilated(x, w, (stride, stride), padding,
-                                                         rhs_dilation=(dilation, dilation),
-                                                         dimension_numbers=("NHWC", "HWIO", "NHWC")))
-    np.testing.assert_allclose(ours(x, w), ref(x, w), rtol=1e-6)
-    gx, gw = jax.grad(ours, (0, 1))(x, w)
-    rx, rw = jax.grad(ref, (0, 1))(x, w)
-    np.testing.assert_allclose(np.asarray(gx), np.asarray(rx), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(gw), np.asarray(rw), rtol=1e-5, atol=1e-5)
+def test_max_pool_gradient_goes_to_first_maximum_by_hand():
+    x = jnp.array([[1.0, 3.0, 3.0], [3.0, 0.0, 2.0]]).reshape(1, 2, 3, 1)
+    # 2x2 windows, stride 1: the first 3 (row-major) of each window takes the gradient.
+    dx = jax.grad(lambda x: jnp.sum(layers.max_pool(x, 2, 1) * jnp.array([10.0, 100.0]).reshape(1, 1, 2, 1)))(x)
+    np.testing.assert_array_equal(np.asarray(dx).reshape(2, 3), [[0, 110, 0], [0, 0, 0]])
+
+
+def test_sum_over_positions_and_bias_gradient():
+    rng = np.random.default_rng(1)
+    for shape in ((3, 5, 7, 4), (6, 4), (2, 1, 1, 3)):
+        x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+        np.testing.assert_allclose(np.asarray(layers.sum_over_positions(x)),
+                                   np.asarray(x, np.float64).reshape(-1, shape[-1]).sum(0), rtol=1e-5)
+        b = jnp.asarray(rng.normal(size=shape[-1]), jnp.float32)
+        loss = lambda fn: lambda x, b: jnp.sum(jnp.sin(fn(x, b)))
+        ours = jax.grad(loss(layers.add_bias), (0, 1))(x, b)
+        ref = jax.grad(loss(lambda x, b: x + b), (0, 1))(x, b)
+        for o, r in zip(ours, ref):
+            np.testing.assert_allclose(np.asarray(o), np.asarray(r), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kernel,stride,pad,dilation,groups", [
+    (3, 1, 1, 1, 1), (3, 2, 1, 1, 1), (3, 1, 6, 6, 1), (4, 1, 1, 1, 1), (1, 1, 0, 1, 1), (3, 2, 1, 1, 4),
+])
+def test_conv_equals_flax_conv_init_output_and_gradients(kernel, stride, pad, dilation, groups):
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(2, 13, 11, 4)), jnp.float32)
+    ours = layers.Conv(8, kernel, strides=stride, padding=pad, dilation=dilation, groups=groups)
+    ref = nn.Conv(8, (kernel, kernel), strides=stride, padding=((pad, pad), (pad, pad)),
+                  kernel_dilation=dilation, feature_group_count=groups,
+                  kernel_init=layers.xavier_uniform, bias_init=nn.initializers.zeros)
+    v_ours, v_ref = ours.init(_key(5), x), ref.init(_key(5), x)
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), v_ours, v_ref)
+    v = jax.tree.map(lambda p: p + 0.1, v_ref)  # a non-zero bias too
+    np.testing.assert_allclose(np.asarray(ours.apply(v, x)), np.asarray(ref.apply(v, x)), rtol=1e-5, atol=1e-6)
+    loss = lambda m: lambda v, x: jnp.sum(jnp.sin(m.apply(v, x)))
+    g_ours, g_ref = jax.grad(loss(ours), (0, 1))(v, x), jax.grad(loss(ref), (0, 1))(v, x)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5),
+                 g_ours, g_ref)
 
 
 def test_conv_wrapper_uses_pytorch_padding_and_depthwise_fallback():

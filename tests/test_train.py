@@ -135,3 +135,35 @@ def test_every_packaged_config_loads_and_names_a_registered_model():
         config = configs.load(name)
         assert config.model in models.names(), name
         assert config.batch_size > 0 and config.num_steps > 0, name
+
+
+def _one_step(config):
+    """(state before, state after, compiled step) of one training step on a synthetic batch, 1 device."""
+    task = train.build_task(config)
+    state = train.init_state(task, seed=0)
+    h, w = task.spec.image_size
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 0.5, (8, 2, 2))
+    batch = {"image": rng.normal(size=(8, h, w, 3)).astype(np.float32),
+             "boxes": np.concatenate([xy, xy + 0.4], -1).astype(np.float32),
+             "labels": np.ones((8, 2), np.int32), "mask": np.ones((8, 2), bool)}
+    step = jax.jit(train.make_train_step(task, config)).lower(state, batch).compile()
+    return state, step(state, batch)[0], step
+
+
+def test_frozen_layers_stay_fixed_and_their_backward_pass_is_not_computed():
+    frozen = ("base/conv1", "base/conv1_bn", "base/conv2")
+    before, after, step = _one_step(tiny_config(**{"optimizer.frozen": frozen, "optimizer.warmup_steps": 0}))
+    _, _, step_all = _one_step(tiny_config(**{"optimizer.warmup_steps": 0}))
+    for name, old in before.params["base"].items():
+        changed = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(old),
+                                                           jax.tree.leaves(after.params["base"][name]))]
+        assert (not any(changed)) if name in ("conv1", "conv1_bn", "conv2") else all(changed), name
+    flops = lambda compiled: compiled.cost_analysis()["flops"]
+    # conv2's weight gradient and the input gradients of conv2 and conv1 are gone.
+    assert flops(step) < 0.95 * flops(step_all)
+
+
+def test_frozen_path_typo_is_a_config_error():
+    with pytest.raises(train.ConfigError, match=r"base/conv9.*name no parameters"):
+        train.build_task(tiny_config(**{"optimizer.frozen": ("base/conv9",)}))

@@ -1,13 +1,15 @@
 """Benchmark SSD models: forward and training-step throughput on this machine.
 
-    python experiments/benchmarks/bench_models.py [--models ssd300_vgg16:4 ssd_tiny:32] [--iters 5]
+    python experiments/benchmarks/bench_models.py [--models ssd300_vgg16:4 ssd_tiny:32] [--rounds 7]
 
 For each ``name:batch``: forward images/s (train=False) and training-step images/s
 (forward + backward + SGD-momentum update, train=True with BatchNorm updates), after
 compilation, with FLOPs per image from XLA's ``cost_analysis()`` and achieved GFLOP/s.
 The loss is a stand-in (mean squares of the outputs): its cost is negligible next to the
 network. When torch/torchvision are importable, torchvision's ``ssd300_vgg16`` network
-(backbone + head, no pre/post-processing) is timed the same way and the ratio printed.
+(backbone + head, no pre/post-processing) is timed the same way, call for call
+interleaved with ours (so both see the same machine load), and the ratio printed.
+Times are medians over the rounds.
 """
 
 from __future__ import annotations
@@ -20,8 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ssd_jax import models
-from ssd_jax.models import layers
+from ssd_jax import models, xla_options
 
 
 def _flops(compiled) -> float:
@@ -31,15 +32,14 @@ def _flops(compiled) -> float:
     return float(cost.get("flops", float("nan"))) if cost else float("nan")
 
 
-def _time(fn, iters):
-    fn()  # warm-up after compilation
+def _seconds(fn) -> float:
     t0 = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    return (time.perf_counter() - t0) / iters
+    fn()
+    return time.perf_counter() - t0
 
 
-def bench_jax(name: str, batch: int, iters: int, num_classes: int = 21, dtype=None):
+def jax_model(name: str, batch: int, num_classes: int = 21, dtype=None, xla_defaults=False):
+    """``(forward, train_step, info)``: two no-argument callables that block until done."""
     module, spec = models.create(name, num_classes, dtype=dtype)
     h, w = spec.image_size
     images = jax.random.normal(jax.random.PRNGKey(1), (batch, h, w, 3), jnp.float32)
@@ -61,31 +61,25 @@ def bench_jax(name: str, batch: int, iters: int, num_classes: int = 21, dtype=No
         upd, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, upd), {**state, **updates}, opt_state, loss
 
+    options = None if xla_defaults else xla_options.compiler_options()
     t0 = time.perf_counter()
-    fwd = jax.jit(forward).lower(params, state, images).compile()
-    step = jax.jit(train_step, donate_argnums=(0, 1, 2)).lower(params, state, opt_state, images).compile()
-    compile_s = time.perf_counter() - t0
-    fwd_flops, step_flops = _flops(fwd) / batch, _flops(step) / batch
-
-    t_fwd = _time(lambda: jax.block_until_ready(fwd(params, state, images)), iters)
+    fwd = jax.jit(forward, compiler_options=options).lower(params, state, images).compile()
+    step = jax.jit(train_step, donate_argnums=(0, 1, 2), compiler_options=options).lower(
+        params, state, opt_state, images).compile()
+    info = dict(name=name, batch=batch, size=(h, w), compile_s=time.perf_counter() - t0,
+                params=sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params)),
+                fwd_flops=_flops(fwd) / batch, step_flops=_flops(step) / batch)
     carry = [params, state, opt_state]
 
     def run_step():
         carry[0], carry[1], carry[2], loss = step(*carry, images)
         jax.block_until_ready(loss)
 
-    t_step = _time(run_step, iters)
-    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
-    print(f"{name} batch {batch} {h}x{w} ({n_params:,} params, compile {compile_s:.1f} s)")
-    print(f"  forward: {t_fwd * 1e3:8.1f} ms/batch {batch / t_fwd:8.1f} img/s  "
-          f"{fwd_flops / 1e9:6.2f} GFLOP/img  {fwd_flops * batch / t_fwd / 1e9:6.1f} GFLOP/s")
-    print(f"  train  : {t_step * 1e3:8.1f} ms/batch {batch / t_step:8.1f} img/s  "
-          f"{step_flops / 1e9:6.2f} GFLOP/img  {step_flops * batch / t_step / 1e9:6.1f} GFLOP/s")
-    return batch / t_fwd, batch / t_step
+    return (lambda: jax.block_until_ready(fwd(carry[0], carry[1], images))), run_step, info
 
 
-def bench_torchvision(batch: int, iters: int, num_classes: int = 21):
-    """Torchvision ssd300_vgg16 network throughput, or None when torchvision is missing."""
+def torchvision_model(batch: int, num_classes: int = 21):
+    """Torchvision ssd300_vgg16 ``(forward, train_step)``, or None when torchvision is missing."""
     try:
         import torch
         import torchvision
@@ -110,37 +104,57 @@ def bench_torchvision(batch: int, iters: int, num_classes: int = 21):
         loss.backward()
         opt.step()
 
-    fwd()
-    step()
-    t_fwd, t_step = _time(fwd, iters), _time(step, iters)
-    print(f"torchvision ssd300_vgg16 batch {batch} (torch {torch.__version__}, {torch.get_num_threads()} threads)")
-    print(f"  forward: {t_fwd * 1e3:8.1f} ms/batch {batch / t_fwd:8.1f} img/s")
-    print(f"  train  : {t_step * 1e3:8.1f} ms/batch {batch / t_step:8.1f} img/s")
-    return batch / t_fwd, batch / t_step
+    print(f"torchvision ssd300_vgg16 (torch {torch.__version__}, {torch.get_num_threads()} threads)")
+    return fwd, step
+
+
+def measure(fns: dict, rounds: int, pause_s: float = 0.3) -> dict:
+    """Median seconds of each callable; one warm-up call each, then ``rounds`` interleaved calls.
+
+    A short pause before each call lets the previous one's worker threads go idle (OpenMP
+    threads spin for a while after a parallel region), so no call is slowed by another's.
+    """
+    for fn in fns.values():
+        fn()
+    times = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            time.sleep(pause_s)
+            times[k].append(_seconds(fn))
+    return {k: float(np.median(v)) for k, v in times.items()}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["ssd300_vgg16:4", "ssd_tiny:32"], help="name:batch")
-    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--num-classes", type=int, default=21)
-    parser.add_argument("--conv-grad", choices=["fast", "xla"], default="fast",
-                        help="conv weight gradient: per-tap matmuls (layers.FAST_WEIGHT_GRAD) or XLA's")
+    parser.add_argument("--xla-defaults", action="store_true",
+                        help="compile with jaxlib's default options instead of ssd_jax.xla_options")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 compute")
     args = parser.parse_args()
-    layers.FAST_WEIGHT_GRAD = args.conv_grad == "fast"
-    print(f"conv weight gradient: {args.conv_grad}")
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {len(jax.devices())} device(s)")
-    results = {}
+    print(f"compiler options: {None if args.xla_defaults else xla_options.compiler_options()}")
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {len(jax.devices())} device(s), "
+          f"medians of {args.rounds} rounds")
     for item in args.models:
         name, batch = item.split(":") if ":" in item else (item, "4")
-        results[name] = bench_jax(name, int(batch), args.iters, args.num_classes, dtype=jnp.bfloat16 if args.bf16 else None)
-    if "ssd300_vgg16" in results:
-        batch = int(dict(m.split(":") for m in args.models if ":" in m).get("ssd300_vgg16", 4))
-        tv = bench_torchvision(batch, args.iters, args.num_classes)
+        batch = int(batch)
+        fwd, step, info = jax_model(name, batch, args.num_classes, dtype=jnp.bfloat16 if args.bf16 else None,
+                                    xla_defaults=args.xla_defaults)
+        fns = {"forward": fwd, "train": step}
+        tv = torchvision_model(batch, args.num_classes) if name == "ssd300_vgg16" else None
         if tv is not None:
-            ours = results["ssd300_vgg16"]
-            print(f"ours / torchvision: forward {ours[0] / tv[0]:.2f}x, train step {ours[1] / tv[1]:.2f}x")
+            fns.update(tv_forward=tv[0], tv_train=tv[1])
+        t = measure(fns, args.rounds)
+        h, w = info["size"]
+        print(f"{name} batch {batch} {h}x{w} ({info['params']:,} params, compile {info['compile_s']:.1f} s)")
+        for kind, flops in (("forward", info["fwd_flops"]), ("train", info["step_flops"])):
+            print(f"  {kind:7s}: {t[kind] * 1e3:8.1f} ms/batch {batch / t[kind]:8.1f} img/s  "
+                  f"{flops / 1e9:6.2f} GFLOP/img  {flops * batch / t[kind] / 1e9:6.1f} GFLOP/s")
+            if tv is not None:
+                tk = t["tv_" + kind]
+                print(f"  torchvision {kind:7s}: {tk * 1e3:8.1f} ms/batch {batch / tk:8.1f} img/s  "
+                      f"-> ours / torchvision {tk / t[kind]:.2f}x")
 
 
 if __name__ == "__main__":

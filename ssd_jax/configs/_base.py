@@ -9,7 +9,8 @@ Configs start from :func:`base_config` and change what differs. Field reference:
   loss: neg_pos_ratio, alpha, normalization ("batch" | "image");
   optimizer: name ("sgd" | "adamw"), lr, momentum, nesterov, weight_decay, decay_biases (Caffe: no
     decay on biases and norm scales), schedule ("multistep" | "cosine" | "constant"), warmup_steps,
-    boundaries (multistep steps), decay_factor, grad_clip_norm (0 = off), freeze_base;
+    boundaries (multistep steps), decay_factor, grad_clip_norm (0 = off), freeze_base, frozen (module
+    paths kept fixed, e.g. "base/conv1_1"; see CAFFE_VGG16_FROZEN);
   init_from: "" (random) or a workdir whose params initialise this run (heads re-initialised when the
     class count differs);
   postprocess: score_threshold, iou_threshold, pre_nms_top_k, max_detections;
@@ -20,6 +21,11 @@ Configs start from :func:`base_config` and change what differs. Field reference:
 import ml_collections
 
 from ssd_jax import data
+
+
+# The Caffe release's ssd_pascal.py / ssd_coco.py: "Which layers to freeze (no backward) during
+# training". Used by the VGG16 configs, which start from an ImageNet base (config.init_from).
+CAFFE_VGG16_FROZEN = ("base/conv1_1", "base/conv1_2", "base/conv2_1", "base/conv2_2")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -37,7 +43,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optimizer = ml_collections.ConfigDict(dict(
         name="sgd", lr=1e-3, momentum=0.9, nesterov=False, weight_decay=5e-4, decay_biases=False,
         schedule="multistep", warmup_steps=0, boundaries=(80_000, 100_000), decay_factor=0.1,
-        grad_clip_norm=0.0, freeze_base=False))
+        grad_clip_norm=0.0, freeze_base=False, frozen=()))
     c.init_from = ""
     c.postprocess = ml_collections.ConfigDict(dict(
         score_threshold=0.01, iou_threshold=0.45, pre_nms_top_k=400, max_detections=200))

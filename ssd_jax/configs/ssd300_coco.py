@@ -7,7 +7,7 @@ COCO model uses the smaller COCO scales 0.07..1.05 (``anchors.SSD300_COCO``).
 Expected: COCO AP 25.1 (torchvision), 25.1 test-dev (paper's SSD300*).
 """
 
-from ssd_jax.configs._base import base_config
+from ssd_jax.configs._base import CAFFE_VGG16_FROZEN, base_config
 
 
 def get_config():
@@ -21,6 +21,7 @@ def get_config():
     c.optimizer.lr = 2e-3
     c.optimizer.boundaries = (280_000, 360_000)
     c.optimizer.warmup_steps = 1000
+    c.optimizer.frozen = CAFFE_VGG16_FROZEN
     c.postprocess.max_detections = 100
     c.eval.every = 20_000
     return c

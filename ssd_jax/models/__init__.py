@@ -140,15 +140,21 @@ def input_normalization(name: str) -> str:
 def freeze_base_mask(params, frozen=("base",)):
     """Pytree of bools like ``params``: ``True`` for trainable params, ``False`` under ``frozen``.
 
-    With the default, everything under ``params["base"]`` is frozen (the paper's advice for
-    fine-tuning on new classes: keep the base network, re-learn extras and heads). Use as
-    ``optax.masked(opt, mask)`` or with ``optax.multi_transform`` (False -> set_to_zero).
+    ``frozen`` holds module paths: ``"base"`` (the default: the whole base network, the
+    paper's advice for fine-tuning on new classes: keep the base, re-learn extras and heads)
+    or deeper ones such as ``"base/conv1_1"``. A path that names no parameter is an error.
+    Use as ``optax.masked(opt, mask)`` or with ``optax.multi_transform`` (False -> set_to_zero).
     Accepts ``params`` or the full variables dict (with a "params" key).
     """
-    frozen = set(frozen)
     flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params) if hasattr(params, "unfreeze") else params)
     top = 1 if all(k[0] == "params" for k in flat) else 0
-    return flax.traverse_util.unflatten_dict({k: k[top] not in frozen for k in flat})
+    prefixes = {f: tuple(f.strip("/").split("/")) for f in frozen}
+    unknown = [f for f, p in prefixes.items() if not any(k[top:top + len(p)] == p for k in flat)]
+    if unknown:
+        modules = sorted({"/".join(k[top:-1]) for k in flat})
+        raise ValueError(f"frozen paths {unknown} name no parameters; modules are {modules}")
+    return flax.traverse_util.unflatten_dict(
+        {k: not any(k[top:top + len(p)] == p for p in prefixes.values()) for k in flat})
 
 
 base_param_mask = freeze_base_mask  # alias: True = trainable (not in the base network)

@@ -1,9 +1,10 @@
-"""Building blocks shared by the SSD models: a convolution wrapper, L2Norm, pooling helpers.
+"""Building blocks shared by the SSD models: a convolution, L2Norm, pooling helpers.
 
-All layers are NHWC. ``Conv`` is the one convolution every model uses, so a faster
-convolution formulation (see :func:`conv_general_dilated`) is switched on for all
-models in one place. Padding is always explicit ``((top, bottom), (left, right))``
-(PyTorch/Caffe semantics), never ``"SAME"``, so that converted weights line up.
+All layers are NHWC. ``Conv`` is the one convolution every model uses. Padding is always
+explicit ``((top, bottom), (left, right))`` (PyTorch/Caffe semantics), never ``"SAME"``,
+so that converted weights line up. Two gradients are written by hand because XLA:CPU's
+own are slow (same values, see :func:`add_bias` and :func:`max_pool`); the convolutions
+themselves are XLA's (compile with :func:`ssd_jax.xla_options.compiler_options` on CPU).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.linen.dtypes import promote_dtype
 from jax import lax
 
 Dtype = Any
@@ -32,102 +34,70 @@ def torch_padding(padding) -> tuple:
     return ((ph, ph), (pw, pw))
 
 
-# XLA:CPU computes convolution weight gradients several times slower than forward
-# convolutions (VGG16 layers: 5-10 GFLOP/s); the per-tap matmul formulation below runs
-# them 2.5-4x faster and is used when this is True, for convs with at least
-# FAST_WEIGHT_GRAD_MIN_CHANNELS input and output channels (below that, XLA's is faster).
-FAST_WEIGHT_GRAD = True
-FAST_WEIGHT_GRAD_MIN_CHANNELS = 32
-_NHWC_HWIO = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2))
+def sum_over_positions(x):
+    """Sum of ``x [..., W, C]`` over every axis but the last, accumulated in float32 -> ``[C]``.
 
-
-def _conv_nhwc(x, w, strides, padding, dilation, precision=None):
-    return lax.conv_general_dilated(x, w, strides, padding, rhs_dilation=dilation,
-                                    dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=precision)
-
-
-def conv_weight_grad(x, g, kernel_shape, strides, padding, dilation):
-    """Gradient of ``sum(g * conv(x, w))`` w.r.t. ``w`` as one matmul per kernel tap.
-
-    ``x [B, H, W, I]``, ``g [B, Ho, Wo, O]`` -> ``[kh, kw, I, O]``: tap ``(i, j)`` is
-    ``x_pad[:, i*dh : : sh, j*dw : : sw]^T @ g`` contracted over batch and positions,
-    accumulated in float32.
+    The same number as ``x.sum(axis=tuple(range(x.ndim - 1)))``; summing rows of the
+    ``[-1, W*C]`` view first keeps XLA:CPU's reduction vectorised along a wide minor axis
+    (6x faster on a ``[4, 300, 300, 64]`` gradient than one reduction to ``[C]``).
     """
-    kh, kw, cin, cout = kernel_shape
-    (sh, sw), (dh, dw) = strides, dilation
-    b, ho, wo, _ = g.shape
-    xp = jnp.pad(x, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
-    g2 = g.reshape(b * ho * wo, cout)  # 2-D matmuls: XLA:CPU runs them much faster than multi-axis dots
-    taps = []
-    for i in range(kh):
-        for j in range(kw):
-            y0, x0 = i * dh, j * dw
-            xs = lax.slice(xp, (0, y0, x0, 0), (b, y0 + (ho - 1) * sh + 1, x0 + (wo - 1) * sw + 1, cin),
-                           (1, sh, sw, 1))
-            taps.append(jnp.dot(xs.reshape(b * ho * wo, cin).T, g2, preferred_element_type=jnp.float32))
-    return jnp.stack(taps).reshape(kernel_shape)
+    c = x.shape[-1]
+    if x.ndim < 3:
+        return x.reshape(-1, c).sum(0, dtype=jnp.float32)
+    rows = x.reshape(-1, x.shape[-2] * c).sum(0, dtype=jnp.float32)
+    return rows.reshape(-1, c).sum(0)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _fast_conv(x, w, strides, padding, dilation):
-    return _conv_nhwc(x, w, strides, padding, dilation)
+@jax.custom_vjp
+def add_bias(y, bias):
+    """``y [..., C] + bias [C]``; the bias gradient is :func:`sum_over_positions`."""
+    return y + bias
 
 
-def _fast_conv_fwd(x, w, strides, padding, dilation):
-    return _conv_nhwc(x, w, strides, padding, dilation), (x, w)
+def _add_bias_fwd(y, bias):
+    return y + bias, bias
 
 
-def _fast_conv_bwd(strides, padding, dilation, res, g):
-    x, w = res
-    _, input_vjp = jax.vjp(lambda x_: _conv_nhwc(x_, w, strides, padding, dilation), x)
-    (dx,) = input_vjp(g)
-    dw = conv_weight_grad(x, g, w.shape, strides, padding, dilation).astype(w.dtype)
-    return dx, dw
+def _add_bias_bwd(bias, g):
+    return g, sum_over_positions(g).astype(bias.dtype)
 
 
-_fast_conv.defvjp(_fast_conv_fwd, _fast_conv_bwd)
+add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
 
 
-def fast_conv(x, w, strides=(1, 1), padding=((0, 0), (0, 0)), dilation=(1, 1)):
-    """NHWC x HWIO convolution, explicit padding, whose weight gradient is :func:`conv_weight_grad`."""
-    return _fast_conv(x, w, tuple(strides), tuple(tuple(p) for p in padding), tuple(dilation))
-
-
-def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                         dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
-    """The convolution primitive used by :class:`Conv`.
-
-    ``lax.conv_general_dilated``, except that plain NHWC/HWIO convolutions with explicit
-    padding and enough channels go through :func:`fast_conv` when ``FAST_WEIGHT_GRAD`` is set.
-    """
-    simple = (FAST_WEIGHT_GRAD and feature_group_count == 1 and not kwargs and precision is None
-              and not isinstance(padding, str) and all(d == 1 for d in (lhs_dilation or (1, 1)))
-              and lhs.ndim == 4 and dimension_numbers in (_NHWC_HWIO, ("NHWC", "HWIO", "NHWC"))
-              and min(rhs.shape[2], rhs.shape[3]) >= FAST_WEIGHT_GRAD_MIN_CHANNELS)
-    if simple:
-        return fast_conv(lhs, rhs, window_strides, padding, rhs_dilation or (1, 1))
-    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-                                    rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-                                    feature_group_count=feature_group_count, precision=precision, **kwargs)
-
-
-def Conv(features: int, kernel_size=3, strides=1, padding=0, dilation=1, groups: int = 1,
-         use_bias: bool = True, dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32,
-         kernel_init: Callable = xavier_uniform, name: str | None = None) -> nn.Conv:
+class Conv(nn.Module):
     """2-D convolution, NHWC, PyTorch padding semantics (int, ``(ph, pw)`` or explicit pairs).
 
-    Returns a ``flax.linen.Conv`` (params ``kernel [kh, kw, in / groups, out]`` and
-    ``bias [out]``) whose primitive is :func:`conv_general_dilated`. Default init:
-    Xavier/Glorot uniform kernel, zero bias (as the SSD Caffe release).
+    Params ``kernel [kh, kw, in / groups, out]`` and ``bias [out]`` (the names and shapes of
+    ``flax.linen.Conv``). Default init: Xavier/Glorot uniform kernel, zero bias (as the SSD
+    Caffe release). Inputs, kernel and bias are promoted to ``dtype`` (as flax does).
     """
-    pad = padding
-    if isinstance(pad, int) or (len(pad) == 2 and all(isinstance(p, int) for p in pad)):
-        pad = torch_padding(pad)
-    return nn.Conv(
-        features, _pair(kernel_size), strides=_pair(strides), padding=pad,
-        kernel_dilation=_pair(dilation), feature_group_count=groups, use_bias=use_bias,
-        dtype=dtype, param_dtype=param_dtype, kernel_init=kernel_init,
-        bias_init=nn.initializers.zeros, conv_general_dilated=conv_general_dilated, name=name)
+
+    features: int
+    kernel_size: int | tuple = 3
+    strides: int | tuple = 1
+    padding: Any = 0
+    dilation: int | tuple = 1
+    groups: int = 1
+    use_bias: bool = True
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    kernel_init: Callable = xavier_uniform
+
+    @nn.compact
+    def __call__(self, x):
+        pad = self.padding
+        if isinstance(pad, int) or (len(pad) == 2 and all(isinstance(p, int) for p in pad)):
+            pad = torch_padding(pad)
+        kh, kw = _pair(self.kernel_size)
+        kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1] // self.groups, self.features),
+                            self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype) if self.use_bias else None
+        x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+        y = lax.conv_general_dilated(x, kernel, _pair(self.strides), tuple(tuple(p) for p in pad),
+                                     rhs_dilation=_pair(self.dilation), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                     feature_group_count=self.groups)
+        return add_bias(y, bias) if self.use_bias else y
 
 
 class L2Norm(nn.Module):
@@ -153,10 +123,10 @@ class L2Norm(nn.Module):
         return y.astype(self.dtype or x.dtype)
 
 
-def max_pool(x, window: int, stride: int, padding: int = 0, ceil_mode: bool = False):
-    """PyTorch ``MaxPool2d`` on NHWC (padding counts as -inf; ``ceil_mode`` pads bottom/right)."""
+def _max_pool_padding(hw, window: int, stride: int, padding: int, ceil_mode: bool) -> tuple:
+    """``((top, bottom), (left, right))`` of a PyTorch ``MaxPool2d`` (ceil mode pads bottom/right)."""
     pads = []
-    for size in x.shape[1:3]:
+    for size in hw:
         lo = hi = padding
         if ceil_mode:
             span = size + 2 * padding - window
@@ -165,7 +135,56 @@ def max_pool(x, window: int, stride: int, padding: int = 0, ceil_mode: bool = Fa
                 out -= 1
             hi = max(hi, (out - 1) * stride + window - size - padding)
         pads.append((lo, hi))
-    return nn.max_pool(x, (window, window), strides=(stride, stride), padding=tuple(pads))
+    return tuple(pads)
+
+
+def max_pool(x, window: int, stride: int, padding: int = 0, ceil_mode: bool = False):
+    """PyTorch ``MaxPool2d`` on NHWC (padding counts as -inf; ``ceil_mode`` pads bottom/right).
+
+    The gradient goes to the first maximum of each window in row-major order, as with
+    XLA's ``select_and_scatter`` (see :func:`_max_pool_bwd`).
+    """
+    return _max_pool(x, window, stride, _max_pool_padding(x.shape[1:3], window, stride, padding, ceil_mode))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool(x, window, stride, pads):
+    return lax.reduce_window(x, jnp.array(-jnp.inf, x.dtype), lax.max, (1, window, window, 1),
+                             (1, stride, stride, 1), ((0, 0), *pads, (0, 0)))
+
+
+def _max_pool_fwd(x, window, stride, pads):
+    y = _max_pool(x, window, stride, pads)
+    return y, (x, y)
+
+
+def _max_pool_bwd(window, stride, pads, res, g):
+    """Gradient as ``window**2`` strided views compared with the output, no scatter.
+
+    XLA:CPU expands the autodiff rule of a max pool (``select_and_scatter``) into index
+    bookkeeping and a scatter: 5-7x slower than this on VGG16's pools.
+    """
+    x, y = res
+    n, h, w, c = x.shape
+    ho, wo = y.shape[1:3]
+    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
+    hp, wp = xp.shape[1:3]
+    zero = jnp.zeros((), g.dtype)
+    taken = jnp.zeros(y.shape, bool)
+    dxp = 0
+    for i in range(window):
+        for j in range(window):
+            view = lax.slice(xp, (0, i, j, 0), (n, i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1, c),
+                             (1, stride, stride, 1))
+            first = (view == y) & ~taken
+            taken = taken | first
+            dxp = dxp + lax.pad(jnp.where(first, g, zero), zero,
+                                ((0, 0, 0), (i, hp - i - (ho - 1) * stride - 1, stride - 1),
+                                 (j, wp - j - (wo - 1) * stride - 1, stride - 1), (0, 0, 0)))
+    return (dxp[:, pads[0][0]:pads[0][0] + h, pads[1][0]:pads[1][0] + w],)
+
+
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
