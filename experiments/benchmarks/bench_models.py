@@ -8,7 +8,9 @@ compilation, with FLOPs per image from XLA's ``cost_analysis()`` and achieved GF
 The loss is a stand-in (mean squares of the outputs): its cost is negligible next to the
 network. When torch/torchvision are importable, torchvision's ``ssd300_vgg16`` network
 (backbone + head, no pre/post-processing) is timed the same way, call for call
-interleaved with ours (so both see the same machine load), and the ratio printed.
+interleaved with ours (so both see the same machine load), and the ratio printed, for two
+training set-ups: every layer trained, and the Caffe recipe's conv1_1 .. conv2_2 frozen
+(``configs.CAFFE_VGG16_FROZEN``; torchvision: ``requires_grad=False`` on the same layers).
 Times are medians over the rounds.
 """
 
@@ -23,6 +25,7 @@ import numpy as np
 import optax
 
 from ssd_jax import models, xla_options
+from ssd_jax.configs._base import CAFFE_VGG16_FROZEN
 
 
 def _flops(compiled) -> float:
@@ -38,8 +41,11 @@ def _seconds(fn) -> float:
     return time.perf_counter() - t0
 
 
-def jax_model(name: str, batch: int, num_classes: int = 21, dtype=None, xla_defaults=False):
-    """``(forward, train_step, info)``: two no-argument callables that block until done."""
+def jax_model(name: str, batch: int, num_classes: int = 21, dtype=None, xla_defaults=False, frozen=()):
+    """``(forward, train_step, info)``: two no-argument callables that block until done.
+
+    ``frozen``: module paths that get no gradient (as ``config.optimizer.frozen`` in training).
+    """
     module, spec = models.create(name, num_classes, dtype=dtype)
     h, w = spec.image_size
     images = jax.random.normal(jax.random.PRNGKey(1), (batch, h, w, 3), jnp.float32)
@@ -47,11 +53,13 @@ def jax_model(name: str, batch: int, num_classes: int = 21, dtype=None, xla_defa
     params, state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
     opt = optax.sgd(1e-3, momentum=0.9)
     opt_state = opt.init(params)
+    trainable = models.freeze_base_mask(params, frozen)
 
     def forward(params, state, images):
         return module.apply({"params": params, **state}, images, train=False)
 
     def loss_fn(params, state, images):
+        params = jax.tree.map(lambda p, t: p if t else jax.lax.stop_gradient(p), params, trainable)
         (loc, logits), updates = module.apply({"params": params, **state}, images, train=True,
                                               mutable=list(state.keys()))
         return jnp.mean(loc ** 2) + jnp.mean(logits ** 2), updates
@@ -78,8 +86,12 @@ def jax_model(name: str, batch: int, num_classes: int = 21, dtype=None, xla_defa
     return (lambda: jax.block_until_ready(fwd(carry[0], carry[1], images))), run_step, info
 
 
-def torchvision_model(batch: int, num_classes: int = 21):
-    """Torchvision ssd300_vgg16 ``(forward, train_step)``, or None when torchvision is missing."""
+def torchvision_model(batch: int, num_classes: int = 21, frozen_features: int = 0):
+    """Torchvision ssd300_vgg16 ``(forward, train_step)``, or None when torchvision is missing.
+
+    ``frozen_features``: how many modules of ``backbone.features`` get ``requires_grad=False``
+    (10 = conv1_1 .. conv2_2 with their ReLUs and pools).
+    """
     try:
         import torch
         import torchvision
@@ -88,8 +100,10 @@ def torchvision_model(batch: int, num_classes: int = 21):
         return None
     torch.manual_seed(0)
     net = torchvision.models.detection.ssd300_vgg16(weights=None, weights_backbone=None, num_classes=num_classes)
+    for module in list(net.backbone.features)[:frozen_features]:
+        module.requires_grad_(False)
     images = torch.randn(batch, 3, 300, 300)
-    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
 
     def fwd():
         with torch.no_grad():
@@ -104,7 +118,6 @@ def torchvision_model(batch: int, num_classes: int = 21):
         loss.backward()
         opt.step()
 
-    print(f"torchvision ssd300_vgg16 (torch {torch.__version__}, {torch.get_num_threads()} threads)")
     return fwd, step
 
 
@@ -142,18 +155,26 @@ def main():
         fwd, step, info = jax_model(name, batch, args.num_classes, dtype=jnp.bfloat16 if args.bf16 else None,
                                     xla_defaults=args.xla_defaults)
         fns = {"forward": fwd, "train": step}
+        kinds = [("forward", info["fwd_flops"]), ("train", info["step_flops"])]
         tv = torchvision_model(batch, args.num_classes) if name == "ssd300_vgg16" else None
         if tv is not None:
-            fns.update(tv_forward=tv[0], tv_train=tv[1])
+            import torch
+            print(f"torchvision ssd300_vgg16 (torch {torch.__version__}, {torch.get_num_threads()} threads)")
+            _, fns["train_caffe_frozen"], frozen_info = jax_model(
+                name, batch, args.num_classes, dtype=jnp.bfloat16 if args.bf16 else None,
+                xla_defaults=args.xla_defaults, frozen=CAFFE_VGG16_FROZEN)
+            kinds.append(("train_caffe_frozen", frozen_info["step_flops"]))
+            fns.update(tv_forward=tv[0], tv_train=tv[1],
+                       tv_train_caffe_frozen=torchvision_model(batch, args.num_classes, frozen_features=10)[1])
         t = measure(fns, args.rounds)
         h, w = info["size"]
         print(f"{name} batch {batch} {h}x{w} ({info['params']:,} params, compile {info['compile_s']:.1f} s)")
-        for kind, flops in (("forward", info["fwd_flops"]), ("train", info["step_flops"])):
-            print(f"  {kind:7s}: {t[kind] * 1e3:8.1f} ms/batch {batch / t[kind]:8.1f} img/s  "
+        for kind, flops in kinds:
+            print(f"  {kind:18s}: {t[kind] * 1e3:8.1f} ms/batch {batch / t[kind]:8.1f} img/s  "
                   f"{flops / 1e9:6.2f} GFLOP/img  {flops * batch / t[kind] / 1e9:6.1f} GFLOP/s")
             if tv is not None:
                 tk = t["tv_" + kind]
-                print(f"  torchvision {kind:7s}: {tk * 1e3:8.1f} ms/batch {batch / tk:8.1f} img/s  "
+                print(f"  {'torchvision':18s}: {tk * 1e3:8.1f} ms/batch {batch / tk:8.1f} img/s  "
                       f"-> ours / torchvision {tk / t[kind]:.2f}x")
 
 
