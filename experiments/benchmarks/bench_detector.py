@@ -9,7 +9,6 @@ call for call interleaved with ours. Times are medians over the rounds.
 """
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
@@ -17,25 +16,7 @@ import numpy as np
 
 from ssd_jax import models
 from ssd_jax.detect import Detector
-
-
-def seconds(fn):
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def measure(fns: dict, rounds: int, pause_s: float = 0.3) -> dict:
-    """Median seconds of each callable: one warm-up call each, then ``rounds`` interleaved calls
-    (each after a short pause, so OpenMP/Eigen worker threads of the previous call are idle)."""
-    for fn in fns.values():
-        fn()
-    times = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            time.sleep(pause_s)
-            times[k].append(seconds(fn))
-    return {k: float(np.median(v)) for k, v in times.items()}
+from timing import interleaved_medians
 
 
 def ssd_jax_calls(name, images):
@@ -79,8 +60,8 @@ def main():
         calls.update(c)
         pre.update(p)
     calls.update(torchvision_calls(images))
-    t = measure(calls, args.rounds)
-    tp = measure(pre, args.rounds, pause_s=0.0)
+    t = interleaved_medians(calls, args.rounds)
+    tp = interleaved_medians(pre, args.rounds, pause_s=0.0)
     for (name, b), total in t.items():
         line = f"{name:14s} batch {b}: {b / total:7.2f} images/s ({total * 1e3:8.1f} ms/call"
         if (name, b) in tp:

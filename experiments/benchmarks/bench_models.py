@@ -26,6 +26,7 @@ import optax
 
 from ssd_jax import models, xla_options
 from ssd_jax.configs._base import CAFFE_VGG16_FROZEN
+from timing import interleaved_medians
 
 
 def _flops(compiled) -> float:
@@ -33,12 +34,6 @@ def _flops(compiled) -> float:
     if isinstance(cost, (list, tuple)):
         cost = cost[0]
     return float(cost.get("flops", float("nan"))) if cost else float("nan")
-
-
-def _seconds(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def jax_model(name: str, batch: int, num_classes: int = 21, dtype=None, xla_defaults=False, frozen=()):
@@ -121,22 +116,6 @@ def torchvision_model(batch: int, num_classes: int = 21, frozen_features: int = 
     return fwd, step
 
 
-def measure(fns: dict, rounds: int, pause_s: float = 0.3) -> dict:
-    """Median seconds of each callable; one warm-up call each, then ``rounds`` interleaved calls.
-
-    A short pause before each call lets the previous one's worker threads go idle (OpenMP
-    threads spin for a while after a parallel region), so no call is slowed by another's.
-    """
-    for fn in fns.values():
-        fn()
-    times = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            time.sleep(pause_s)
-            times[k].append(_seconds(fn))
-    return {k: float(np.median(v)) for k, v in times.items()}
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["ssd300_vgg16:4", "ssd_tiny:32"], help="name:batch")
@@ -166,7 +145,7 @@ def main():
             kinds.append(("train_caffe_frozen", frozen_info["step_flops"]))
             fns.update(tv_forward=tv[0], tv_train=tv[1],
                        tv_train_caffe_frozen=torchvision_model(batch, args.num_classes, frozen_features=10)[1])
-        t = measure(fns, args.rounds)
+        t = interleaved_medians(fns, args.rounds)
         h, w = info["size"]
         print(f"{name} batch {batch} {h}x{w} ({info['params']:,} params, compile {info['compile_s']:.1f} s)")
         for kind, flops in kinds:
