@@ -2,9 +2,9 @@
 
     python -m ssd_jax.train --config shapes --workdir runs/shapes
 
-Measured on an idle 2-core CPU: VOC07 mAP@0.5 0.906 (COCO AP 0.711) on the shapes validation
-split after 7m18s of training, 7m38s for the whole command (the project's target: >= 0.90 within
-10 minutes). With ``--config.num_steps=1500``: 0.914 in 8m53s.
+Measured on an idle 2-core CPU (the README's speed machine): VOC07 mAP@0.5 0.910 (COCO AP 0.696)
+on the shapes validation split after 3m50s of training (the project's target: >= 0.90 within
+10 minutes); 0.906 after 7m18s on the slower machine of the first sessions.
 """
 
 from ssd_jax.configs._base import base_config
