@@ -49,8 +49,11 @@ def trainable_mask(cfg, params):
         raise ValueError(f"config.optimizer.frozen: {e}") from None
 
 
-def make_optimizer(cfg, params, num_steps: int) -> optax.GradientTransformation:
-    """The optax transformation for ``params`` (used for its tree structure only)."""
+def make_optimizer(cfg, params, num_steps: int, trainable=None) -> optax.GradientTransformation:
+    """The optax transformation for ``params`` (used for its tree structure only).
+
+    ``trainable``: :func:`trainable_mask` of ``cfg`` (None: every param is trained).
+    """
     schedule = learning_rate_schedule(cfg, num_steps)
     parts = []
     if cfg.grad_clip_norm > 0:
@@ -65,7 +68,6 @@ def make_optimizer(cfg, params, num_steps: int) -> optax.GradientTransformation:
     else:
         raise ValueError(f"optimizer.name must be sgd or adamw, got {cfg.name!r}")
     tx = optax.chain(*parts)
-    trainable = trainable_mask(cfg, params)
     if trainable is not None:
         tx = optax.multi_transform(
             {"train": tx, "freeze": optax.set_to_zero()},

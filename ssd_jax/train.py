@@ -105,8 +105,8 @@ def build_task(config, num_steps: int | None = None) -> Task:
     params_shape = jax.eval_shape(
         lambda: module.init(jax.random.key(0), jnp.zeros((1, *spec.image_size, 3)), train=False))["params"]
     try:
-        tx = optim.make_optimizer(config.optimizer, params_shape, num_steps or config.num_steps)
         trainable = optim.trainable_mask(config.optimizer, params_shape)
+        tx = optim.make_optimizer(config.optimizer, params_shape, num_steps or config.num_steps, trainable)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return Task(module=module, spec=spec, anchors=anchor_lib.default_boxes(spec), tx=tx,
