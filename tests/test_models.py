@@ -409,3 +409,84 @@ def test_conv_wrapper_uses_pytorch_padding_and_depthwise_fallback():
                                        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=4)
     assert y.shape == (1, 3, 3, 4)
     np.testing.assert_allclose(np.asarray(y), np.asarray(ref), rtol=1e-6)
+
+
+@pytest.mark.parametrize("kernel,strides,padding,hw", [
+    ((3, 3), (2, 2), ((1, 1), (1, 1)), (13, 10)),   # the usual 3x3 stride-2, odd and even sizes
+    ((1, 1), (2, 2), ((0, 0), (0, 0)), (8, 7)),     # ResNet downsample: phases without taps get zeros
+    ((7, 7), (2, 2), ((3, 3), (3, 3)), (15, 16)),   # ResNet stem
+    ((3, 3), (2, 1), ((1, 1), (0, 0)), (9, 3)),     # ssd_tiny's last block on a 3-wide axis
+    ((3, 3), (2, 2), ((0, 0), (0, 0)), (6, 5)),     # trailing input rows no window reads
+    ((2, 2), (3, 3), ((1, 0), (0, 1)), (10, 8)),    # kernel smaller than the stride, uneven padding
+])
+def test_strided_conv_gradients_equal_autodiff(kernel, strides, padding, hw):
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(2, *hw, 3)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(*kernel, 3, 5)), jnp.float32)
+    ref_fn = lambda x, w: jax.lax.conv_general_dilated(x, w, strides, padding,
+                                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    ours_fn = lambda x, w: layers.strided_conv(x, w, strides, padding)
+    y = ours_fn(x, w)
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(ref_fn(x, w)))
+    g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+    ours = jax.vjp(ours_fn, x, w)[1](g)
+    ref = jax.vjp(ref_fn, x, w)[1](g)
+    for o, r in zip(ours, ref):
+        np.testing.assert_allclose(np.asarray(o), np.asarray(r), rtol=1e-5, atol=1e-5)
+
+
+def _batchnorm_pair(dtype=None):
+    kw = dict(momentum=0.9, epsilon=1e-5, dtype=dtype)
+    return layers.BatchNorm(**kw), nn.BatchNorm(**kw)
+
+
+def test_batchnorm_equals_flax_batchnorm_train_step():
+    rng = np.random.default_rng(6)
+    x = jnp.asarray(rng.normal(size=(4, 5, 6, 8)) * 3 + 1.5, jnp.float32)
+    weights = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+    ours, ref = _batchnorm_pair()
+    v_ours, v_ref = ours.init(_key(), x, use_running_average=False), ref.init(_key(), x, use_running_average=False)
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), v_ours, v_ref)
+    assert float(v_ours["batch_stats"]["var"][0]) == 1.0  # init does not update the running averages
+    v = {"params": {"scale": jnp.linspace(0.5, 2.0, 8), "bias": jnp.linspace(-1.0, 1.0, 8)},
+         "batch_stats": {"mean": jnp.full((8,), 0.3), "var": jnp.full((8,), 2.0)}}
+
+    def loss(m):
+        def f(v, x):
+            y, updates = m.apply(v, x, use_running_average=False, mutable=["batch_stats"])
+            return jnp.sum(jnp.sin(y) * weights), (y, updates)
+        return jax.jit(jax.value_and_grad(f, (0, 1), has_aux=True))
+
+    (_, (y_o, u_o)), g_o = loss(ours)(v, x)
+    (_, (y_r, u_r)), g_r = loss(ref)(v, x)
+    np.testing.assert_allclose(np.asarray(y_o), np.asarray(y_r), rtol=1e-5, atol=1e-5)
+    close = lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+    jax.tree.map(close, u_o, u_r)   # running mean/var after one step
+    jax.tree.map(close, g_o, g_r)   # d/dparams and d/dx
+    x64 = np.asarray(x, np.float64).reshape(-1, 8)
+    np.testing.assert_allclose(np.asarray(u_o["batch_stats"]["var"]), 0.9 * 2.0 + 0.1 * x64.var(0), rtol=1e-5)
+    e_o = ours.apply({**v, **u_o}, x, use_running_average=True)
+    e_r = ref.apply({**v, **u_r}, x, use_running_average=True)
+    np.testing.assert_allclose(np.asarray(e_o), np.asarray(e_r), rtol=1e-5, atol=1e-5)
+
+
+def test_batchnorm_statistics_gradient_and_edge_cases():
+    rng = np.random.default_rng(7)
+    x = jnp.asarray(rng.normal(size=(3, 4, 2)), jnp.float32).at[..., 1].set(2.5)  # channel 1 constant
+    scale, bias = jnp.array([1.5, 0.5]), jnp.array([0.1, -0.2])
+    y, mean, var = layers.batch_norm_train(x, scale, bias, 1e-5)
+    assert np.all(np.isfinite(np.asarray(y))) and float(var[1]) == 0.0
+    np.testing.assert_allclose(np.asarray(y[..., 1]), -0.2, atol=1e-3)
+    # Gradients through the returned statistics (no running-average use relies on them, but
+    # they must not be silently wrong): against autodiff of the plain formulas.
+    f_ours = lambda x: jnp.sum(layers.batch_norm_train(x, scale, bias, 1e-5)[1] * jnp.array([2.0, 3.0])) \
+        + jnp.sum(layers.batch_norm_train(x, scale, bias, 1e-5)[2])
+    f_ref = lambda x: jnp.sum(x.mean((0, 1)) * jnp.array([2.0, 3.0])) + jnp.sum(x.var((0, 1)))
+    np.testing.assert_allclose(np.asarray(jax.grad(f_ours)(x)), np.asarray(jax.grad(f_ref)(x)), rtol=1e-4, atol=1e-6)
+    ours, ref = _batchnorm_pair(jnp.bfloat16)
+    xb = x.astype(jnp.bfloat16)
+    v = ref.init(_key(), xb, use_running_average=False)
+    y_o = ours.apply(v, xb, use_running_average=False, mutable=["batch_stats"])[0]
+    y_r = ref.apply(v, xb, use_running_average=False, mutable=["batch_stats"])[0]
+    assert y_o.dtype == y_r.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(y_o, np.float32), np.asarray(y_r, np.float32), atol=2e-2)

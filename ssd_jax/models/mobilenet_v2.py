@@ -30,7 +30,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ssd_jax.models.layers import Conv, Dtype
+from ssd_jax.models.layers import BatchNorm, Conv, Dtype
 
 # (expansion t, channels c, repeats n, first stride s)
 MOBILENET_V2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
@@ -56,7 +56,7 @@ class ConvBN(nn.Module):
         pad = (self.kernel_size - 1) // 2
         x = Conv(self.features, self.kernel_size, strides=self.strides, padding=pad, groups=self.groups,
                  use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype, name="conv")(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS,
+        x = BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS,
                          dtype=self.dtype, param_dtype=self.param_dtype, name="bn")(x)
         return nn.relu6(x) if self.act else x
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ssd_jax.models.layers import Conv, Dtype, max_pool
+from ssd_jax.models.layers import BatchNorm, Conv, Dtype, max_pool
 
 # (bottleneck width, blocks, first stride) of layer1..layer3, NVIDIA variant.
 RESNET50_LAYERS = ((64, 3, 1), (128, 4, 2), (256, 6, 1))
@@ -35,7 +35,7 @@ EXTRAS_RESNET = ((256, 512, 3, 2, 1), (256, 512, 3, 2, 1), (128, 256, 3, 2, 1), 
 
 
 def _bn(train, name, kw):
-    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name, **kw)
+    return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name, **kw)
 
 
 class Bottleneck(nn.Module):

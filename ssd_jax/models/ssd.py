@@ -30,7 +30,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ssd_jax.anchors import DefaultBoxSpec
-from ssd_jax.models.layers import Conv, Dtype
+from ssd_jax.models.layers import BatchNorm, Conv, Dtype
 
 
 class SeparableHead(nn.Module):
@@ -47,7 +47,7 @@ class SeparableHead(nn.Module):
         c = x.shape[-1]
         x = Conv(c, 3, padding=1, groups=c, use_bias=False, dtype=self.dtype,
                  param_dtype=self.param_dtype, name="depthwise")(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+        x = BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
                          dtype=self.dtype, param_dtype=self.param_dtype, name="bn")(x)
         x = nn.relu6(x)
         return Conv(self.features, 1, dtype=self.dtype, param_dtype=self.param_dtype, name="pointwise")(x)

@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ssd_jax.anchors import DefaultBoxSpec, paper_spec
-from ssd_jax.models.layers import Conv, Dtype, conv_output_size
+from ssd_jax.models.layers import BatchNorm, Conv, Dtype, conv_output_size
 
 BASE_WIDTHS = (16, 32, 64, 128)   # stride-2 stages; the last two are sources
 EXTRA_WIDTHS = ((64, 128), (64, 128), (64, 128))
@@ -67,7 +67,7 @@ def tiny_spec(image_size=DEFAULT_IMAGE_SIZE) -> DefaultBoxSpec:
 
 def _conv_bn_relu(x, c, k, strides, padding, name, train, kw):
     x = Conv(c, k, strides=strides, padding=padding, use_bias=False, name=name, **kw)(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name + "_bn", **kw)(x)
+    x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name + "_bn", **kw)(x)
     return nn.relu(x)
 
 

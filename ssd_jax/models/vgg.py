@@ -39,7 +39,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ssd_jax.models.layers import Conv, Dtype, L2Norm, max_pool
+from ssd_jax.models.layers import BatchNorm, Conv, Dtype, L2Norm, max_pool
 
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 
@@ -95,7 +95,7 @@ class ConvExtras(nn.Module):
         def conv_act(x, c, k, s, p, name):
             x = Conv(c, k, strides=s, padding=p, use_bias=not self.batch_norm, name=name, **kw)(x)
             if self.batch_norm:
-                x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name + "_bn", **kw)(x)
+                x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name + "_bn", **kw)(x)
             return nn.relu(x)
 
         for j, (mid, out, k, s, p) in enumerate(self.blocks):
