@@ -490,3 +490,22 @@ def test_batchnorm_statistics_gradient_and_edge_cases():
     y_r = ref.apply(v, xb, use_running_average=False, mutable=["batch_stats"])[0]
     assert y_o.dtype == y_r.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(y_o, np.float32), np.asarray(y_r, np.float32), atol=2e-2)
+
+
+@pytest.mark.parametrize("kernel,strides,padding,hw", [
+    ((3, 3), (1, 1), ((1, 1), (1, 1)), (9, 7)),     # MobileNetV2 / SSDLite head depthwise
+    ((3, 3), (2, 2), ((1, 1), (1, 1)), (11, 8)),    # stride-2 depthwise, odd and even sizes
+    ((3, 3), (2, 1), ((0, 1), (2, 0)), (6, 5)),     # uneven strides and padding
+])
+def test_depthwise_conv_equals_grouped_lax_conv(kernel, strides, padding, hw):
+    rng = np.random.default_rng(8)
+    x = jnp.asarray(rng.normal(size=(2, *hw, 6)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(*kernel, 1, 6)), jnp.float32)
+    ref_fn = lambda x, w: jax.lax.conv_general_dilated(x, w, strides, padding, feature_group_count=6,
+                                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    ours_fn = lambda x, w: layers.depthwise_conv(x, w, strides, padding)
+    y = ours_fn(x, w)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(ref_fn(x, w)), rtol=1e-5, atol=1e-5)
+    g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+    for o, r in zip(jax.vjp(ours_fn, x, w)[1](g), jax.vjp(ref_fn, x, w)[1](g)):
+        np.testing.assert_allclose(np.asarray(o), np.asarray(r), rtol=1e-5, atol=1e-5)
