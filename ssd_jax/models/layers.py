@@ -1,12 +1,12 @@
-"""Building blocks shared by the SSD models: a convolution, L2Norm, pooling helpers.
+"""Building blocks shared by the SSD models: convolutions, batch norm, L2Norm, pooling helpers.
 
 All layers are NHWC. ``Conv`` is the one convolution and ``BatchNorm`` the one batch norm
 every model uses. Padding is always explicit ``((top, bottom), (left, right))``
 (PyTorch/Caffe semantics), never ``"SAME"``, so that converted weights line up. Some gradients
 are written by hand because XLA:CPU's own are slow (same values up to float rounding):
-:func:`add_bias`, :func:`max_pool`, the input gradient of :func:`strided_conv` and
-:func:`batch_norm_train`; the convolutions themselves are XLA's (compile with
-:func:`ssd_jax.xla_options.compiler_options` on CPU).
+:func:`add_bias`, :func:`max_pool`, the input gradient of :func:`strided_conv`,
+:func:`depthwise_conv` and :func:`batch_norm_train`. Dense convolutions are XLA's (compile
+with :func:`ssd_jax.xla_options.compiler_options` on CPU).
 """
 
 from __future__ import annotations
@@ -136,6 +136,35 @@ def _strided_conv_bwd(strides, padding, res, g):
 strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
 
 
+def strided_conv_input_grad(g, kernel, in_hw, strides, padding):
+    """Input gradient of :func:`strided_conv`: ``g [N, Ho, Wo, O]``, ``kernel [kh, kw, I, O]``
+    -> ``[N, *in_hw, I]``, as one stride-1 convolution per phase of the input grid.
+
+    Input row ``i`` gets ``sum_m g[q - m] kernel[r + s m]`` with ``i + pad_lo = s q + r``, so
+    the rows of one residue ``r`` are a stride-1 correlation of ``g`` with the flipped taps
+    ``r, r + s, ...`` (none when ``r >= k``: those rows get zeros); the phases are then
+    interleaved. Same for columns.
+    """
+    n, ho, wo, _ = g.shape
+    kh, kw, ci, _ = kernel.shape
+    (sh, sw), (pad_h, pad_w) = strides, (padding[0][0], padding[1][0])
+    nq = (-(-(pad_h + in_hw[0]) // sh), -(-(pad_w + in_hw[1]) // sw))  # phase rows/cols covering the input
+    rows = []
+    for rh in range(sh):
+        cols = []
+        for rw in range(sw):
+            taps = kernel[rh::sh, rw::sw]
+            if taps.shape[0] == 0 or taps.shape[1] == 0:
+                cols.append(jnp.zeros((n, *nq, ci), g.dtype))
+                continue
+            flipped = jnp.transpose(taps[::-1, ::-1], (0, 1, 3, 2))
+            pads = ((taps.shape[0] - 1, max(0, nq[0] - ho)), (taps.shape[1] - 1, max(0, nq[1] - wo)))
+            cols.append(lax.conv_general_dilated(g, flipped, (1, 1), pads, dimension_numbers=_NHWC)[:, :nq[0], :nq[1]])
+        rows.append(jnp.stack(cols, axis=3))  # [N, nq_h, nq_w, sw, I]
+    grid = jnp.stack(rows, axis=2).reshape(n, nq[0] * sh, nq[1] * sw, ci)
+    return grid[:, pad_h:pad_h + in_hw[0], pad_w:pad_w + in_hw[1]]
+
+
 def _depthwise_taps(x, kernel_hw, strides, padding, out_hw):
     """``(a, b, view)`` per kernel tap: the strided view of the padded ``x`` that tap reads."""
     xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
@@ -182,35 +211,6 @@ def _depthwise_conv_bwd(strides, padding, res, g):
 
 
 depthwise_conv.defvjp(_depthwise_conv_fwd, _depthwise_conv_bwd)
-
-
-def strided_conv_input_grad(g, kernel, in_hw, strides, padding):
-    """Input gradient of :func:`strided_conv`: ``g [N, Ho, Wo, O]``, ``kernel [kh, kw, I, O]``
-    -> ``[N, *in_hw, I]``, as one stride-1 convolution per phase of the input grid.
-
-    Input row ``i`` gets ``sum_m g[q - m] kernel[r + s m]`` with ``i + pad_lo = s q + r``, so
-    the rows of one residue ``r`` are a stride-1 correlation of ``g`` with the flipped taps
-    ``r, r + s, ...`` (none when ``r >= k``: those rows get zeros); the phases are then
-    interleaved. Same for columns.
-    """
-    n, ho, wo, _ = g.shape
-    kh, kw, ci, _ = kernel.shape
-    (sh, sw), (pad_h, pad_w) = strides, (padding[0][0], padding[1][0])
-    nq = (-(-(pad_h + in_hw[0]) // sh), -(-(pad_w + in_hw[1]) // sw))  # phase rows/cols covering the input
-    rows = []
-    for rh in range(sh):
-        cols = []
-        for rw in range(sw):
-            taps = kernel[rh::sh, rw::sw]
-            if taps.shape[0] == 0 or taps.shape[1] == 0:
-                cols.append(jnp.zeros((n, *nq, ci), g.dtype))
-                continue
-            flipped = jnp.transpose(taps[::-1, ::-1], (0, 1, 3, 2))
-            pads = ((taps.shape[0] - 1, max(0, nq[0] - ho)), (taps.shape[1] - 1, max(0, nq[1] - wo)))
-            cols.append(lax.conv_general_dilated(g, flipped, (1, 1), pads, dimension_numbers=_NHWC)[:, :nq[0], :nq[1]])
-        rows.append(jnp.stack(cols, axis=3))  # [N, nq_h, nq_w, sw, I]
-    grid = jnp.stack(rows, axis=2).reshape(n, nq[0] * sh, nq[1] * sw, ci)
-    return grid[:, pad_h:pad_h + in_hw[0], pad_w:pad_w + in_hw[1]]
 
 
 class L2Norm(nn.Module):
