@@ -176,10 +176,9 @@ def _depthwise_taps(x, kernel_hw, strides, padding, out_hw):
 
 
 def _depthwise_sum(x, kernel, strides, padding):
-    kh, kw = kernel.shape[:2]
     out_hw = tuple((x.shape[1 + i] + sum(padding[i]) - kernel.shape[i]) // strides[i] + 1 for i in range(2))
     y = sum(view.astype(jnp.float32) * kernel[a, b, 0].astype(jnp.float32)
-            for a, b, view in _depthwise_taps(x, (kh, kw), strides, padding, out_hw))
+            for a, b, view in _depthwise_taps(x, kernel.shape[:2], strides, padding, out_hw))
     return y.astype(x.dtype)
 
 
@@ -289,7 +288,7 @@ batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
 
 
 class BatchNorm(nn.Module):
-    """``flax.linen.BatchNorm`` over the channel (last) axis, with a faster gradient on CPU.
+    """``flax.linen.BatchNorm`` over the channel (last) axis, with a closed-form gradient (faster on CPU).
 
     Same variables (params ``scale``, ``bias``; ``batch_stats`` ``mean``, ``var``), the same
     numbers (float32 statistics, fast biased variance, running averages
