@@ -165,14 +165,19 @@ def strided_conv_input_grad(g, kernel, in_hw, strides, padding):
     return grid[:, pad_h:pad_h + in_hw[0], pad_w:pad_w + in_hw[1]]
 
 
-def _depthwise_taps(x, kernel_hw, strides, padding, out_hw):
-    """``(a, b, view)`` per kernel tap: the strided view of the padded ``x`` that tap reads."""
-    xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
-    n, c = x.shape[0], x.shape[-1]
-    for a in range(kernel_hw[0]):
-        for b in range(kernel_hw[1]):
+def _window_views(xp, window_hw, strides, out_hw):
+    """``(a, b, view)`` per window offset: the ``[N, *out_hw, C]`` strided view of the padded
+    ``xp [N, Hp, Wp, C]`` that offset ``(a, b)`` of every window reads."""
+    n, c = xp.shape[0], xp.shape[-1]
+    for a in range(window_hw[0]):
+        for b in range(window_hw[1]):
             end = (n, a + (out_hw[0] - 1) * strides[0] + 1, b + (out_hw[1] - 1) * strides[1] + 1, c)
             yield a, b, lax.slice(xp, (0, a, b, 0), end, (1, *strides, 1))
+
+
+def _depthwise_taps(x, kernel_hw, strides, padding, out_hw):
+    """``(a, b, view)`` per kernel tap: the strided view of the zero-padded ``x`` that tap reads."""
+    return _window_views(jnp.pad(x, ((0, 0), *padding, (0, 0))), kernel_hw, strides, out_hw)
 
 
 def _depthwise_sum(x, kernel, strides, padding):
@@ -364,22 +369,19 @@ def _max_pool_bwd(window, stride, pads, res, g):
     bookkeeping and a scatter: 5-7x slower than this on VGG16's pools.
     """
     x, y = res
-    n, h, w, c = x.shape
+    h, w = x.shape[1:3]
     ho, wo = y.shape[1:3]
     xp = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
     hp, wp = xp.shape[1:3]
     zero = jnp.zeros((), g.dtype)
     taken = jnp.zeros(y.shape, bool)
     dxp = 0
-    for i in range(window):
-        for j in range(window):
-            view = lax.slice(xp, (0, i, j, 0), (n, i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1, c),
-                             (1, stride, stride, 1))
-            first = (view == y) & ~taken
-            taken = taken | first
-            dxp = dxp + lax.pad(jnp.where(first, g, zero), zero,
-                                ((0, 0, 0), (i, hp - i - (ho - 1) * stride - 1, stride - 1),
-                                 (j, wp - j - (wo - 1) * stride - 1, stride - 1), (0, 0, 0)))
+    for i, j, view in _window_views(xp, (window, window), (stride, stride), (ho, wo)):
+        first = (view == y) & ~taken
+        taken = taken | first
+        dxp = dxp + lax.pad(jnp.where(first, g, zero), zero,
+                            ((0, 0, 0), (i, hp - i - (ho - 1) * stride - 1, stride - 1),
+                             (j, wp - j - (wo - 1) * stride - 1, stride - 1), (0, 0, 0)))
     return (dxp[:, pads[0][0]:pads[0][0] + h, pads[1][0]:pads[1][0] + w],)
 
 
