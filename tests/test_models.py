@@ -435,6 +435,61 @@ def test_strided_conv_gradients_equal_autodiff(kernel, strides, padding, hw):
         np.testing.assert_allclose(np.asarray(o), np.asarray(r), rtol=1e-5, atol=1e-5)
 
 
+def _conv3x3_ref(x, w):
+    return jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _assert_close_to_scale(ours, ref, rel):
+    """Winograd rounds differently from a direct sum: errors bounded relative to the result's scale."""
+    ours, ref = np.asarray(ours), np.asarray(ref)
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=rel * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("hw", [(9, 7), (8, 12), (1, 1), (2, 3), (5, 4)])
+def test_winograd_conv3x3_and_gradients_equal_direct_convolution(hw):
+    from ssd_jax.models import winograd
+    rng = np.random.default_rng(9)
+    x = jnp.asarray(rng.normal(size=(2, *hw, 6)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, 6, 5)), jnp.float32)
+    y = winograd.conv3x3(x, w)
+    _assert_close_to_scale(y, _conv3x3_ref(x, w), 1e-5)
+    g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+    ours, ref = jax.vjp(winograd.conv3x3, x, w)[1](g), jax.vjp(_conv3x3_ref, x, w)[1](g)
+    for o, r in zip(ours, ref):
+        _assert_close_to_scale(o, r, 1e-5)
+
+
+def test_winograd_transforms_by_hand():
+    """One 6x6 tile -> one 4x4 output: the F(4x4, 3x3) matrices reproduce a direct 1-D correlation."""
+    from ssd_jax.models import winograd
+    d, g = np.arange(6.0) ** 1.5, np.array([0.5, -2.0, 3.0])
+    direct = np.array([d[i:i + 3] @ g for i in range(4)])
+    np.testing.assert_allclose(winograd.A_T @ ((winograd.G @ g) * (winograd.B_T @ d)), direct, rtol=1e-12)
+    # the kernel gradient's transpose form: dW[u] = sum_i d[i + u] dy[i] = G^T [(A dy) * (B^T d)]
+    dy = np.array([1.0, -0.5, 2.0, 0.25])
+    np.testing.assert_allclose(winograd.G.T @ ((winograd.A_T.T @ dy) * (winograd.B_T @ d)),
+                               [d[u:u + 4] @ dy for u in range(3)], rtol=1e-12)
+
+
+def test_conv_takes_winograd_path_for_wide_cpu_3x3_layers():
+    c = layers.WINOGRAD_MIN_CHANNELS
+    rng = np.random.default_rng(10)
+    x = jnp.asarray(rng.normal(size=(1, 6, 5, c)), jnp.float32)
+    ours = layers.Conv(c, 3, padding=1)
+    ref = nn.Conv(c, (3, 3), padding=((1, 1), (1, 1)), kernel_init=layers.xavier_uniform)
+    v = jax.tree.map(lambda p: p + 0.01, ref.init(_key(6), x))
+    assert ("name=conv3x3" in str(jax.make_jaxpr(ours.apply)(v, x))) == (jax.default_backend() == "cpu")
+    _assert_close_to_scale(ours.apply(v, x), ref.apply(v, x), 1e-5)
+    loss = lambda m: lambda v, x: jnp.sum(jnp.sin(m.apply(v, x)))
+    g_ours, g_ref = jax.grad(loss(ours), (0, 1))(v, x), jax.grad(loss(ref), (0, 1))(v, x)
+    jax.tree.map(lambda a, b: _assert_close_to_scale(a, b, 1e-5), g_ours, g_ref)
+    narrow = layers.Conv(8, 3, padding=1)  # fewer channels: XLA's convolution, exactly flax's numbers
+    xn = x[..., :8]
+    vn = nn.Conv(8, (3, 3), padding=((1, 1), (1, 1))).init(_key(7), xn)
+    assert "name=conv3x3" not in str(jax.make_jaxpr(narrow.apply)(vn, xn))
+
+
 def _batchnorm_pair(dtype=None):
     kw = dict(momentum=0.9, epsilon=1e-5, dtype=dtype)
     return layers.BatchNorm(**kw), nn.BatchNorm(**kw)

@@ -5,8 +5,11 @@ every model uses. Padding is always explicit ``((top, bottom), (left, right))``
 (PyTorch/Caffe semantics), never ``"SAME"``, so that converted weights line up. Some gradients
 are written by hand because XLA:CPU's own are slow (same values up to float rounding):
 :func:`add_bias`, :func:`max_pool`, the input gradient of :func:`strided_conv`,
-:func:`depthwise_conv` and :func:`batch_norm_train`. Dense convolutions are XLA's (compile
-with :func:`ssd_jax.xla_options.compiler_options` on CPU).
+:func:`depthwise_conv` and :func:`batch_norm_train`. On CPU, float32 3x3 stride-1 pad-1
+convolutions with at least ``WINOGRAD_MIN_CHANNELS`` input and output channels (VGG16's
+conv3_2 .. conv5_3, ResNet-50's 256-channel blocks) run forward and backward by Winograd
+F(4x4, 3x3) (:mod:`ssd_jax.models.winograd`; about 1e-5 relative rounding difference). Other
+dense convolutions are XLA's (compile with :func:`ssd_jax.xla_options.compiler_options` on CPU).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import jax
 import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 from jax import lax
+
+from ssd_jax.models import winograd
 
 Dtype = Any
 
@@ -98,7 +103,11 @@ class Conv(nn.Module):
         x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
         strides, dilation, pad = _pair(self.strides), _pair(self.dilation), tuple(tuple(p) for p in pad)
         on_cpu = jax.default_backend() == "cpu"
-        if on_cpu and dilation == (1, 1) and self.groups == 1 and max(strides) > 1:
+        if (on_cpu and (kh, kw) == (3, 3) and strides == dilation == (1, 1) and pad == ((1, 1), (1, 1))
+                and self.groups == 1 and min(x.shape[-1], self.features) >= WINOGRAD_MIN_CHANNELS
+                and x.dtype == jnp.float32):
+            y = winograd.conv3x3(x, kernel)
+        elif on_cpu and dilation == (1, 1) and self.groups == 1 and max(strides) > 1:
             y = strided_conv(x, kernel, strides, pad)
         elif on_cpu and dilation == (1, 1) and self.groups == x.shape[-1] == self.features:
             y = depthwise_conv(x, kernel, strides, pad)
@@ -109,6 +118,7 @@ class Conv(nn.Module):
 
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
+WINOGRAD_MIN_CHANNELS = 256  # CPU 3x3 convs with at least this many in and out channels use winograd.conv3x3
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))

@@ -1,0 +1,162 @@
+"""Winograd F(4x4, 3x3) convolution (Lavin & Gray 2016) for 3x3, stride 1, pad 1 layers on CPU.
+
+Each 4x4 output tile is computed from a 6x6 input tile as ``A^T [(G g G^T) * (B^T d B)] A``:
+36 matrix products ``[tiles, C_in] @ [C_in, C_out]`` instead of 9 per output pixel, 2.25x
+fewer multiply-adds (4x on whole tiles) at the cost of three elementwise transforms. The
+transforms are written as sums of strided views, so XLA fuses each into one loop; the
+products are 36 plain dots. In float32 the result differs from a direct convolution by about
+1e-5 relative (the transforms' constants 1/4, 1/6, 1/24 round), as cuDNN's and oneDNN's
+Winograd paths do.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+TILE = 4  # output tile
+ALPHA = TILE + 2  # input tile
+
+B_T = np.array([[4, 0, -5, 0, 1, 0],
+                [0, -4, -4, 1, 1, 0],
+                [0, 4, -4, -1, 1, 0],
+                [0, -2, -1, 2, 1, 0],
+                [0, 2, -1, -2, 1, 0],
+                [0, 4, 0, -5, 0, 1]], np.float64)
+G = np.array([[1 / 4, 0, 0],
+              [-1 / 6, -1 / 6, -1 / 6],
+              [-1 / 6, 1 / 6, -1 / 6],
+              [1 / 24, 1 / 12, 1 / 6],
+              [1 / 24, -1 / 12, 1 / 6],
+              [0, 0, 1]], np.float64)
+A_T = np.array([[1, 1, 1, 1, 1, 0],
+                [0, 1, -1, 2, -2, 0],
+                [0, 1, 1, 4, 4, 0],
+                [0, 1, -1, 8, -8, 1]], np.float64)
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _combine(terms, matrix):
+    """``[sum_k matrix[i, k] * terms[k] for i]``, with the zero and +-1 entries folded away."""
+    out = []
+    for row in matrix:
+        acc = None
+        for coef, term in zip(row, terms):
+            if coef == 0:
+                continue
+            term = term if coef == 1 else -term if coef == -1 else term * float(coef)
+            acc = term if acc is None else acc + term
+        out.append(acc)
+    return out
+
+
+def _input_transform(x, tiles_hw):
+    """``x [N, H, W, C]`` -> 36 arrays ``[N * th * tw, C]``: ``B^T d B`` of every 6x6 tile of the padded input."""
+    n, h, w, c = x.shape
+    th, tw = tiles_hw
+    xp = jnp.pad(x, ((0, 0), (1, th * TILE + 1 - h), (1, tw * TILE + 1 - w), (0, 0)))
+    rows = [lax.slice_in_dim(xp, k, k + TILE * (th - 1) + 1, TILE, axis=1) for k in range(ALPHA)]
+    out = []
+    for row in _combine(rows, B_T):
+        cols = [lax.slice_in_dim(row, k, k + TILE * (tw - 1) + 1, TILE, axis=2) for k in range(ALPHA)]
+        out.extend(v.reshape(n * th * tw, c) for v in _combine(cols, B_T))
+    return out
+
+
+def kernel_transform(kernel, flip: bool = False):
+    """``kernel [3, 3, C_in, C_out]`` -> 36 arrays ``[C_in, C_out]``: ``G g G^T`` per channel pair.
+
+    ``flip``: of the spatially flipped kernel (taps picked in reverse, so the fused loops read
+    the kernel in its own layout).
+    """
+    taps = (2, 1, 0) if flip else (0, 1, 2)
+    out = []
+    for row in _combine([kernel[i] for i in taps], G):
+        out.extend(_combine([row[j] for j in taps], G))
+    return out
+
+
+def _output_transform(products, n, hw, tiles_hw):
+    """36 arrays ``[N * th * tw, C]`` -> ``[N, H, W, C]``: ``A^T m A`` per tile, tiles laid out."""
+    th, tw = tiles_hw
+    c = products[0].shape[-1]
+    grid = [products[i * ALPHA:(i + 1) * ALPHA] for i in range(ALPHA)]
+    # A^T along the tile's rows first: out_rows[b][i] = sum_a A_T[i, a] * grid[a][b]
+    out_rows = [_combine(list(col), A_T) for col in zip(*grid)]  # [b][i]
+    tile = [v.reshape(n, th, tw, c) for i in range(TILE)
+            for v in _combine([out_rows[b][i] for b in range(ALPHA)], A_T)]  # [i * TILE + j]
+    y = jnp.stack(tile).reshape(TILE, TILE, n, th, tw, c).transpose(2, 3, 0, 4, 1, 5)
+    y = y.reshape(n, th * TILE, tw * TILE, c)
+    return y[:, :hw[0], :hw[1]]
+
+
+def winograd_conv3x3(x, kernel, input_grad: bool = False):
+    """``lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)))`` NHWC/HWIO by Winograd F(4x4, 3x3).
+
+    ``x [N, H, W, C_in]``, ``kernel [3, 3, C_in, C_out]`` -> ``[N, H, W, C_out]``. With
+    ``input_grad``, ``x`` is an output gradient ``[N, H, W, C_out]`` and the result its input
+    gradient ``[N, H, W, C_in]``: the same convolution with the spatially flipped kernel,
+    contracted over ``C_out``.
+    """
+    n, h, w, _ = x.shape
+    tiles = (-(-h // TILE), -(-w // TILE))
+    contract = (((1,), (1 if input_grad else 0,)), ((), ()))
+    products = [lax.dot_general(v, u, contract)
+                for v, u in zip(_input_transform(x, tiles), kernel_transform(kernel, flip=input_grad))]
+    return _output_transform(products, n, (h, w), tiles)
+
+
+def _gradient_transform(g, tiles_hw):
+    """``g [N, H, W, C]`` -> 36 arrays ``[N * th * tw, C]``: ``A d A^T`` of every 4x4 tile (zero-padded)."""
+    n, h, w, c = g.shape
+    th, tw = tiles_hw
+    gp = jnp.pad(g, ((0, 0), (0, th * TILE - h), (0, tw * TILE - w), (0, 0)))
+    rows = [lax.slice_in_dim(gp, k, k + TILE * (th - 1) + 1, TILE, axis=1) for k in range(TILE)]
+    out = []
+    for row in _combine(rows, A_T.T):
+        cols = [lax.slice_in_dim(row, k, k + TILE * (tw - 1) + 1, TILE, axis=2) for k in range(TILE)]
+        out.extend(v.reshape(n * th * tw, c) for v in _combine(cols, A_T.T))
+    return out
+
+
+def winograd_kernel_grad(x, g):
+    """Kernel gradient of the 3x3, stride 1, pad 1 convolution: ``x [N, H, W, C_in]``, ``g [N, H, W, C_out]``
+    -> ``[3, 3, C_in, C_out]``, by Winograd F(3x3, 4x4) (the transpose of F(4x4, 3x3)).
+
+    ``dW[u, v] = sum_ab G[a, u] G[b, v] M_ab`` with ``M_ab = sum_tiles (B^T d B)_ab^T (A g A^T)_ab``:
+    36 products contracting over the tiles, 2.25x fewer multiply-adds than the direct sum.
+    """
+    n, h, w, _ = x.shape
+    tiles = (-(-h // TILE), -(-w // TILE))
+    contract = (((0,), (0,)), ((), ()))
+    m = [lax.dot_general(v, d, contract) for v, d in zip(_input_transform(x, tiles), _gradient_transform(g, tiles))]
+    grid = [m[a * ALPHA:(a + 1) * ALPHA] for a in range(ALPHA)]
+    rows = [_combine(list(col), G.T) for col in zip(*grid)]  # [b][u]
+    return jnp.stack([jnp.stack(_combine([rows[b][u] for b in range(ALPHA)], G.T)) for u in range(3)])
+
+
+@jax.custom_vjp
+def conv3x3(x, kernel):
+    """3x3, stride 1, pad 1 convolution (NHWC/HWIO) computed by Winograd F(4x4, 3x3), gradients too.
+
+    The input gradient of such a convolution is the same convolution of the output gradient
+    with the spatially flipped kernel, contracted over the output channels
+    (:func:`winograd_conv3x3` with ``input_grad``); the kernel gradient is
+    :func:`winograd_kernel_grad`.
+    """
+    return winograd_conv3x3(x, kernel)
+
+
+def _conv3x3_fwd(x, kernel):
+    return winograd_conv3x3(x, kernel), (x, kernel)
+
+
+def _conv3x3_bwd(res, g):
+    x, kernel = res
+    return winograd_conv3x3(g, kernel, input_grad=True), winograd_kernel_grad(x, g).astype(kernel.dtype)
+
+
+conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
