@@ -1,12 +1,14 @@
 """Winograd F(4x4, 3x3) convolution (Lavin & Gray 2016) for 3x3, stride 1, pad 1 layers on CPU.
 
 Each 4x4 output tile is computed from a 6x6 input tile as ``A^T [(G g G^T) * (B^T d B)] A``:
-36 matrix products ``[tiles, C_in] @ [C_in, C_out]`` instead of 9 per output pixel, 2.25x
-fewer multiply-adds (4x on whole tiles) at the cost of three elementwise transforms. The
+36 matrix products ``[tiles, C_in] @ [C_in, C_out]``: 2.25 multiply-adds per output pixel and
+channel pair instead of 9 (4x fewer, less on partial edge tiles), at the cost of three
+elementwise transforms. The
 transforms are written as sums of strided views, so XLA fuses each into one loop; the
-products are 36 plain dots. In float32 the result differs from a direct convolution by about
-1e-5 relative (the transforms' constants 1/4, 1/6, 1/24 round), as cuDNN's and oneDNN's
-Winograd paths do.
+products are 36 plain dots. :func:`conv3x3` computes its input gradient and kernel gradient
+the same way. In float32 results differ from a direct convolution by about 1e-5 of their
+scale (the transforms' constants 1/4, 1/6, 1/24 round), as cuDNN's and oneDNN's Winograd
+paths do. ``layers.Conv`` uses it on the CPU for wide layers (``layers.WINOGRAD_MIN_CHANNELS``).
 """
 
 from __future__ import annotations
@@ -35,8 +37,6 @@ A_T = np.array([[1, 1, 1, 1, 1, 0],
                 [0, 1, -1, 2, -2, 0],
                 [0, 1, 1, 4, 4, 0],
                 [0, 1, -1, 8, -8, 1]], np.float64)
-
-_NHWC = ("NHWC", "HWIO", "NHWC")
 
 
 def _combine(terms, matrix):
@@ -110,7 +110,7 @@ def winograd_conv3x3(x, kernel, input_grad: bool = False):
 
 
 def _gradient_transform(g, tiles_hw):
-    """``g [N, H, W, C]`` -> 36 arrays ``[N * th * tw, C]``: ``A d A^T`` of every 4x4 tile (zero-padded)."""
+    """``g [N, H, W, C]`` -> 36 arrays ``[N * th * tw, C]``: ``A g A^T`` of every 4x4 tile (zero-padded)."""
     n, h, w, c = g.shape
     th, tw = tiles_hw
     gp = jnp.pad(g, ((0, 0), (0, th * TILE - h), (0, tw * TILE - w), (0, 0)))
@@ -127,7 +127,7 @@ def winograd_kernel_grad(x, g):
     -> ``[3, 3, C_in, C_out]``, by Winograd F(3x3, 4x4) (the transpose of F(4x4, 3x3)).
 
     ``dW[u, v] = sum_ab G[a, u] G[b, v] M_ab`` with ``M_ab = sum_tiles (B^T d B)_ab^T (A g A^T)_ab``:
-    36 products contracting over the tiles, 2.25x fewer multiply-adds than the direct sum.
+    36 products contracting over the tiles, 4x fewer multiply-adds than the direct sum.
     """
     n, h, w, _ = x.shape
     tiles = (-(-h // TILE), -(-w // TILE))
