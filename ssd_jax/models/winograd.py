@@ -53,17 +53,31 @@ def _combine(terms, matrix):
     return out
 
 
+def _tile_transform(padded, matrix, tiles_hw):
+    """``M d M^T`` of every tile of ``padded [N, Hp, Wp, C]`` (tiles ``matrix.shape[1]`` wide,
+    ``TILE`` apart) -> ``matrix.shape[0] ** 2`` arrays ``[N * th * tw, C]``, row-major."""
+    taps, c = matrix.shape[1], padded.shape[-1]
+    th, tw = tiles_hw
+    rows = [lax.slice_in_dim(padded, k, k + TILE * (th - 1) + 1, TILE, axis=1) for k in range(taps)]
+    out = []
+    for row in _combine(rows, matrix):
+        cols = [lax.slice_in_dim(row, k, k + TILE * (tw - 1) + 1, TILE, axis=2) for k in range(taps)]
+        out.extend(v.reshape(-1, c) for v in _combine(cols, matrix))
+    return out
+
+
 def _input_transform(x, tiles_hw):
     """``x [N, H, W, C]`` -> 36 arrays ``[N * th * tw, C]``: ``B^T d B`` of every 6x6 tile of the padded input."""
-    n, h, w, c = x.shape
+    _, h, w, _ = x.shape
     th, tw = tiles_hw
-    xp = jnp.pad(x, ((0, 0), (1, th * TILE + 1 - h), (1, tw * TILE + 1 - w), (0, 0)))
-    rows = [lax.slice_in_dim(xp, k, k + TILE * (th - 1) + 1, TILE, axis=1) for k in range(ALPHA)]
-    out = []
-    for row in _combine(rows, B_T):
-        cols = [lax.slice_in_dim(row, k, k + TILE * (tw - 1) + 1, TILE, axis=2) for k in range(ALPHA)]
-        out.extend(v.reshape(n * th * tw, c) for v in _combine(cols, B_T))
-    return out
+    return _tile_transform(jnp.pad(x, ((0, 0), (1, th * TILE + 1 - h), (1, tw * TILE + 1 - w), (0, 0))), B_T, tiles_hw)
+
+
+def _untile(grid, matrix):
+    """``[sum_ab matrix[i, a] matrix[j, b] grid[a][b]]`` for every ``(i, j)``, row-major (``grid``: lists ``[a][b]``)."""
+    per_row = [_combine(row, matrix) for row in grid]  # [a][j]
+    per_col = [_combine([row[j] for row in per_row], matrix) for j in range(matrix.shape[0])]  # [j][i]
+    return [per_col[j][i] for i in range(matrix.shape[0]) for j in range(matrix.shape[0])]
 
 
 def kernel_transform(kernel, flip: bool = False):
@@ -73,21 +87,15 @@ def kernel_transform(kernel, flip: bool = False):
     the kernel in its own layout).
     """
     taps = (2, 1, 0) if flip else (0, 1, 2)
-    out = []
-    for row in _combine([kernel[i] for i in taps], G):
-        out.extend(_combine([row[j] for j in taps], G))
-    return out
+    return _untile([[kernel[i, j] for j in taps] for i in taps], G)
 
 
 def _output_transform(products, n, hw, tiles_hw):
     """36 arrays ``[N * th * tw, C]`` -> ``[N, H, W, C]``: ``A^T m A`` per tile, tiles laid out."""
     th, tw = tiles_hw
     c = products[0].shape[-1]
-    grid = [products[i * ALPHA:(i + 1) * ALPHA] for i in range(ALPHA)]
-    # A^T along the tile's rows first: out_rows[b][i] = sum_a A_T[i, a] * grid[a][b]
-    out_rows = [_combine(list(col), A_T) for col in zip(*grid)]  # [b][i]
-    tile = [v.reshape(n, th, tw, c) for i in range(TILE)
-            for v in _combine([out_rows[b][i] for b in range(ALPHA)], A_T)]  # [i * TILE + j]
+    grid = [products[a * ALPHA:(a + 1) * ALPHA] for a in range(ALPHA)]
+    tile = [v.reshape(n, th, tw, c) for v in _untile(grid, A_T)]  # [i * TILE + j]
     y = jnp.stack(tile).reshape(TILE, TILE, n, th, tw, c).transpose(2, 3, 0, 4, 1, 5)
     y = y.reshape(n, th * TILE, tw * TILE, c)
     return y[:, :hw[0], :hw[1]]
@@ -111,15 +119,9 @@ def winograd_conv3x3(x, kernel, input_grad: bool = False):
 
 def _gradient_transform(g, tiles_hw):
     """``g [N, H, W, C]`` -> 36 arrays ``[N * th * tw, C]``: ``A g A^T`` of every 4x4 tile (zero-padded)."""
-    n, h, w, c = g.shape
+    _, h, w, _ = g.shape
     th, tw = tiles_hw
-    gp = jnp.pad(g, ((0, 0), (0, th * TILE - h), (0, tw * TILE - w), (0, 0)))
-    rows = [lax.slice_in_dim(gp, k, k + TILE * (th - 1) + 1, TILE, axis=1) for k in range(TILE)]
-    out = []
-    for row in _combine(rows, A_T.T):
-        cols = [lax.slice_in_dim(row, k, k + TILE * (tw - 1) + 1, TILE, axis=2) for k in range(TILE)]
-        out.extend(v.reshape(n * th * tw, c) for v in _combine(cols, A_T.T))
-    return out
+    return _tile_transform(jnp.pad(g, ((0, 0), (0, th * TILE - h), (0, tw * TILE - w), (0, 0))), A_T.T, tiles_hw)
 
 
 def winograd_kernel_grad(x, g):
@@ -129,13 +131,12 @@ def winograd_kernel_grad(x, g):
     ``dW[u, v] = sum_ab G[a, u] G[b, v] M_ab`` with ``M_ab = sum_tiles (B^T d B)_ab^T (A g A^T)_ab``:
     36 products contracting over the tiles, 4x fewer multiply-adds than the direct sum.
     """
-    n, h, w, _ = x.shape
+    _, h, w, _ = x.shape
     tiles = (-(-h // TILE), -(-w // TILE))
     contract = (((0,), (0,)), ((), ()))
     m = [lax.dot_general(v, d, contract) for v, d in zip(_input_transform(x, tiles), _gradient_transform(g, tiles))]
     grid = [m[a * ALPHA:(a + 1) * ALPHA] for a in range(ALPHA)]
-    rows = [_combine(list(col), G.T) for col in zip(*grid)]  # [b][u]
-    return jnp.stack([jnp.stack(_combine([rows[b][u] for b in range(ALPHA)], G.T)) for u in range(3)])
+    return jnp.stack(_untile(grid, G.T)).reshape(3, 3, *m[0].shape)
 
 
 @jax.custom_vjp
