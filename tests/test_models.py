@@ -15,7 +15,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ssd_jax import models
 from ssd_jax.anchors import DefaultBoxSpec, default_boxes
-from ssd_jax.models import layers
+from ssd_jax.models import layers, winograd
 from ssd_jax.models.ssd import SSD
 from ssd_jax.models.tiny import tiny_feature_map_sizes, tiny_spec
 
@@ -448,7 +448,6 @@ def _assert_close_to_scale(ours, ref, rel):
 
 @pytest.mark.parametrize("hw", [(9, 7), (8, 12), (1, 1), (2, 3), (5, 4)])
 def test_winograd_conv3x3_and_gradients_equal_direct_convolution(hw):
-    from ssd_jax.models import winograd
     rng = np.random.default_rng(9)
     x = jnp.asarray(rng.normal(size=(2, *hw, 6)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(3, 3, 6, 5)), jnp.float32)
@@ -462,7 +461,6 @@ def test_winograd_conv3x3_and_gradients_equal_direct_convolution(hw):
 
 def test_winograd_transforms_by_hand():
     """One 6x6 tile -> one 4x4 output: the F(4x4, 3x3) matrices reproduce a direct 1-D correlation."""
-    from ssd_jax.models import winograd
     d, g = np.arange(6.0) ** 1.5, np.array([0.5, -2.0, 3.0])
     direct = np.array([d[i:i + 3] @ g for i in range(4)])
     np.testing.assert_allclose(winograd.A_T @ ((winograd.G @ g) * (winograd.B_T @ d)), direct, rtol=1e-12)
@@ -484,7 +482,7 @@ def test_conv_takes_winograd_path_for_wide_cpu_3x3_layers():
     loss = lambda m: lambda v, x: jnp.sum(jnp.sin(m.apply(v, x)))
     g_ours, g_ref = jax.grad(loss(ours), (0, 1))(v, x), jax.grad(loss(ref), (0, 1))(v, x)
     jax.tree.map(lambda a, b: _assert_close_to_scale(a, b, 1e-5), g_ours, g_ref)
-    narrow = layers.Conv(8, 3, padding=1)  # fewer channels: XLA's convolution, exactly flax's numbers
+    narrow = layers.Conv(8, 3, padding=1)  # fewer channels: XLA's convolution
     xn = x[..., :8]
     vn = nn.Conv(8, (3, 3), padding=((1, 1), (1, 1))).init(_key(7), xn)
     assert "name=conv3x3" not in str(jax.make_jaxpr(narrow.apply)(vn, xn))

@@ -18,8 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-TILE = 4  # output tile
-ALPHA = TILE + 2  # input tile
+TILE = 4  # output tile (input tiles are TILE + 2 = 6 wide)
 
 B_T = np.array([[4, 0, -5, 0, 1, 0],
                 [0, -4, -4, 1, 1, 0],
@@ -73,9 +72,16 @@ def _input_transform(x, tiles_hw):
     return _tile_transform(jnp.pad(x, ((0, 0), (1, th * TILE + 1 - h), (1, tw * TILE + 1 - w), (0, 0))), B_T, tiles_hw)
 
 
-def _untile(grid, matrix):
-    """``[sum_ab matrix[i, a] matrix[j, b] grid[a][b]]`` for every ``(i, j)``, row-major (``grid``: lists ``[a][b]``)."""
-    per_row = [_combine(row, matrix) for row in grid]  # [a][j]
+def _tile_counts(h, w):
+    """Output tiles ``(th, tw)`` covering an ``h x w`` map."""
+    return -(-h // TILE), -(-w // TILE)
+
+
+def _untile(flat, matrix):
+    """``[sum_ab matrix[i, a] matrix[j, b] grid[a][b]]`` for every ``(i, j)``, row-major, where
+    ``flat`` is the square grid row-major (``grid[a][b] = flat[a * matrix.shape[1] + b]``)."""
+    side = matrix.shape[1]
+    per_row = [_combine(flat[a * side:(a + 1) * side], matrix) for a in range(side)]  # [a][j]
     per_col = [_combine([row[j] for row in per_row], matrix) for j in range(matrix.shape[0])]  # [j][i]
     return [per_col[j][i] for i in range(matrix.shape[0]) for j in range(matrix.shape[0])]
 
@@ -87,15 +93,14 @@ def kernel_transform(kernel, flip: bool = False):
     the kernel in its own layout).
     """
     taps = (2, 1, 0) if flip else (0, 1, 2)
-    return _untile([[kernel[i, j] for j in taps] for i in taps], G)
+    return _untile([kernel[i, j] for i in taps for j in taps], G)
 
 
 def _output_transform(products, n, hw, tiles_hw):
     """36 arrays ``[N * th * tw, C]`` -> ``[N, H, W, C]``: ``A^T m A`` per tile, tiles laid out."""
     th, tw = tiles_hw
     c = products[0].shape[-1]
-    grid = [products[a * ALPHA:(a + 1) * ALPHA] for a in range(ALPHA)]
-    tile = [v.reshape(n, th, tw, c) for v in _untile(grid, A_T)]  # [i * TILE + j]
+    tile = [v.reshape(n, th, tw, c) for v in _untile(products, A_T)]  # [i * TILE + j]
     y = jnp.stack(tile).reshape(TILE, TILE, n, th, tw, c).transpose(2, 3, 0, 4, 1, 5)
     y = y.reshape(n, th * TILE, tw * TILE, c)
     return y[:, :hw[0], :hw[1]]
@@ -110,7 +115,7 @@ def winograd_conv3x3(x, kernel, input_grad: bool = False):
     contracted over ``C_out``.
     """
     n, h, w, _ = x.shape
-    tiles = (-(-h // TILE), -(-w // TILE))
+    tiles = _tile_counts(h, w)
     contract = (((1,), (1 if input_grad else 0,)), ((), ()))
     products = [lax.dot_general(v, u, contract)
                 for v, u in zip(_input_transform(x, tiles), kernel_transform(kernel, flip=input_grad))]
@@ -131,12 +136,10 @@ def winograd_kernel_grad(x, g):
     ``dW[u, v] = sum_ab G[a, u] G[b, v] M_ab`` with ``M_ab = sum_tiles (B^T d B)_ab^T (A g A^T)_ab``:
     36 products contracting over the tiles, 4x fewer multiply-adds than the direct sum.
     """
-    _, h, w, _ = x.shape
-    tiles = (-(-h // TILE), -(-w // TILE))
+    tiles = _tile_counts(*x.shape[1:3])
     contract = (((0,), (0,)), ((), ()))
     m = [lax.dot_general(v, d, contract) for v, d in zip(_input_transform(x, tiles), _gradient_transform(g, tiles))]
-    grid = [m[a * ALPHA:(a + 1) * ALPHA] for a in range(ALPHA)]
-    return jnp.stack(_untile(grid, G.T)).reshape(3, 3, *m[0].shape)
+    return jnp.stack(_untile(m, G.T)).reshape(3, 3, *m[0].shape)
 
 
 @jax.custom_vjp
