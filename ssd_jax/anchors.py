@@ -206,3 +206,108 @@ SSD300_COCO = DefaultBoxSpec(
     aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2,), (2,)),
     clip="wh",
 )
+
+
+# ----------------------------------------------------------------------------- from a config
+
+CLIP_NAMES = {"none": False, "all": True, "wh": "wh"}
+
+
+class AnchorConfigError(ValueError):
+    """A ``config.anchors`` value that cannot give default boxes (the message names the field)."""
+
+
+def _per_map(value, m: int, field: str) -> tuple:
+    """One entry per used map: ``value`` as given, or its single entry repeated ``m`` times."""
+    value = tuple(value)
+    if len(value) == 1 and m > 1:
+        value = value * m
+    if len(value) != m:
+        raise AnchorConfigError(f"config.anchors.{field} has {len(value)} entries but {m} source maps are used")
+    return value
+
+
+def _ratio_sets(value, m: int) -> tuple:
+    """``aspect_ratios`` as per-map tuples: ``(2, 3)`` (every map) or ``((2,), (2, 3), ...)``."""
+    value = tuple(value)
+    if all(isinstance(r, (int, float)) for r in value):
+        value = (value,)
+    sets = _per_map(value, m, "aspect_ratios")
+    for k, ratios in enumerate(sets):
+        if isinstance(ratios, (int, float)) or any(not isinstance(r, (int, float)) or r <= 0 for r in ratios):
+            raise AnchorConfigError(f"config.anchors.aspect_ratios[{k}] must be ratios > 0 (each r adds r and "
+                                    f"1/r), got {ratios!r}")
+    return tuple(tuple(float(r) for r in ratios) for ratios in sets)
+
+
+def spec_from_config(model_spec: DefaultBoxSpec, cfg) -> tuple[DefaultBoxSpec, tuple]:
+    """The default boxes a ``config.anchors`` section asks for, on a model's source maps.
+
+    Args:
+      model_spec: the model's own spec (one entry per source map the network produces).
+      cfg: mapping with ``sources`` (indices of the model's source maps that predict, ascending;
+        empty = all), ``s_min`` / ``s_max`` (the paper's formula over the used maps, fractions of the
+        shorter image side; 0 = not used), ``min_sizes`` / ``max_sizes`` (pixels, one per used map or
+        one for all; empty = not used), ``aspect_ratios`` (per used map the ratios ``r`` each adding
+        ``r`` and ``1/r``, or one tuple for every map; ``((),)`` = squares only; empty = the model's),
+        ``clip`` ("" = the model's, "none", "all", "wh") and ``offset`` (cells; the model's is 0.5).
+        Fields left at those "empty" values keep the model's choice, so a default section gives
+        back ``model_spec`` unchanged.
+    Returns:
+      ``(spec, sources)``: the spec (feature maps and steps of the used maps) and the used map
+      indices as a tuple. Without sizes or a formula, dropped maps take their own sizes away and
+      the used maps keep theirs (the paper's Table 3 re-spreads the scales: set s_min / s_max).
+    Raises:
+      AnchorConfigError: a value that cannot work, naming the field.
+    """
+    n = len(model_spec.feature_map_sizes)
+    sources = tuple(int(i) for i in cfg.get("sources", ()) or range(n))
+    if any(i < 0 or i >= n for i in sources) or list(sources) != sorted(set(sources)):
+        raise AnchorConfigError(f"config.anchors.sources must be distinct ascending indices of the model's {n} "
+                                f"source maps (0..{n - 1}), got {tuple(cfg.get('sources'))}")
+    m = len(sources)
+    pick = lambda values: tuple(values[i] for i in sources)  # noqa: E731
+    min_sizes, max_sizes = pick(model_spec.min_sizes), pick(model_spec.max_sizes)
+    s_min, s_max = float(cfg.get("s_min", 0) or 0), float(cfg.get("s_max", 0) or 0)
+    explicit_sizes = bool(cfg.get("min_sizes")) or bool(cfg.get("max_sizes"))
+    if s_min or s_max:
+        if explicit_sizes:
+            raise AnchorConfigError("config.anchors: give s_min/s_max or min_sizes/max_sizes, not both")
+        if not 0 < s_min < s_max:
+            raise AnchorConfigError(f"config.anchors.s_min={s_min} and s_max={s_max}: need 0 < s_min < s_max")
+        short = min(model_spec.image_size)
+        scales = paper_scales(m, s_min, s_max) + [1.0]
+        min_sizes = tuple(s * short for s in scales[:m])
+        max_sizes = tuple(s * short for s in scales[1:])
+    elif explicit_sizes:
+        if not (cfg.get("min_sizes") and cfg.get("max_sizes")):
+            raise AnchorConfigError("config.anchors.min_sizes and max_sizes must be given together")
+        min_sizes = tuple(float(s) for s in _per_map(cfg["min_sizes"], m, "min_sizes"))
+        max_sizes = tuple(float(s) for s in _per_map(cfg["max_sizes"], m, "max_sizes"))
+        if any(s <= 0 for s in min_sizes + max_sizes):
+            raise AnchorConfigError(f"config.anchors.min_sizes / max_sizes must be > 0 pixels, got {min_sizes} "
+                                    f"/ {max_sizes}")
+    ratios = _ratio_sets(cfg["aspect_ratios"], m) if cfg.get("aspect_ratios") else pick(model_spec.aspect_ratios)
+    clip = cfg.get("clip", "") or ""
+    if clip and clip not in CLIP_NAMES:
+        raise AnchorConfigError(f"config.anchors.clip must be '', none, all or wh, got {clip!r}")
+    offset = float(cfg.get("offset", model_spec.offset))
+    if not 0 <= offset <= 1:
+        raise AnchorConfigError(f"config.anchors.offset must be in [0, 1] cells, got {offset}")
+    spec = model_spec.replace(
+        feature_map_sizes=pick(model_spec.feature_map_sizes),
+        steps=pick(model_spec.steps) if model_spec.steps is not None else None,
+        min_sizes=min_sizes, max_sizes=max_sizes, aspect_ratios=ratios,
+        clip=CLIP_NAMES[clip] if clip else model_spec.clip, offset=offset)
+    return spec, sources
+
+
+def spec_to_dict(spec: DefaultBoxSpec) -> dict:
+    """A JSON-ready dict of ``spec`` (``model.json``'s record of the boxes a model was trained with)."""
+    return {field.name: getattr(spec, field.name) for field in dataclasses.fields(spec)}
+
+
+def spec_from_dict(d: dict) -> DefaultBoxSpec:
+    """Inverse of :func:`spec_to_dict` (lists from JSON become the spec's tuples)."""
+    return DefaultBoxSpec(**{k: (tuple(tuple(x) if isinstance(x, list) else x for x in v)
+                                 if isinstance(v, list) else v) for k, v in d.items()})
