@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from ssd_jax import data
-from ssd_jax.data import records, sources
+from ssd_jax.data import records, registry
 from ssd_jax.visualize import draw_boxes, save_grid
 
 SIZE = (40, 40)
@@ -65,7 +65,7 @@ def test_start_step_reproduces_step_across_epochs(shapes_batches):
 
 def test_train_stream_epochs_are_reshuffled_permutations_split_over_processes():
     cfg = shapes_config(num_train=9)
-    source = sources.get_source(cfg)
+    source = registry.get_source(cfg)
     stream = source.train_stream("train", 1, 0, 1, 0, 0, 1)
     examples = list(stream.take(27))
     ids = [int(ex["image_id"]) for ex in examples]

@@ -9,7 +9,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from ssd_jax import data
-from ssd_jax.data import shapes, sources, voc_folder
+from ssd_jax.data import registry, shapes, voc_folder
 from ssd_jax.data.tf_setup import tf
 
 # The shared raccoon set lives beside the repository (../shared/data/raccoon), read in place.
@@ -34,7 +34,7 @@ def test_raccoon_split_sizes_classes_and_box_count():
     info = data.dataset_info(cfg)
     assert info.class_names == ("background", "raccoon")
     assert info.num_classes == 2 and info.num_train == 160 and info.num_eval == 40
-    source = sources.get_source(cfg)
+    source = registry.get_source(cfg)
     total = sum(len(b) for split in ("train", "val") for b in source.records(split).boxes)
     assert total == 217
     for split in ("train", "val"):
@@ -44,7 +44,7 @@ def test_raccoon_split_sizes_classes_and_box_count():
 
 def test_voc_coordinates_follow_one_based_convention():
     ann = voc_folder.parse_annotation(os.path.join(RACCOON, "Annotations", "raccoon-1.xml"))
-    source = sources.get_source(raccoon_config())
+    source = registry.get_source(raccoon_config())
     records = source.records("train")
     i = records.names.index("raccoon-1")
     x0, y0, x1, y1 = ann["objects"][0][1]
@@ -53,7 +53,7 @@ def test_voc_coordinates_follow_one_based_convention():
 
 
 def test_raccoon_grayscale_images_decode_to_three_channels():
-    source = sources.get_source(raccoon_config())
+    source = registry.get_source(raccoon_config())
     found = 0
     for split in ("train", "val"):
         records = source.records(split)
@@ -78,7 +78,7 @@ def test_raccoon_eval_visits_every_image_once_with_sizes():
     assert valid.sum() == 40 and not valid[40:].any()
     ids = np.concatenate([b["image_id"] for b in batches])[valid]
     assert sorted(ids.tolist()) == list(range(40))
-    records = sources.get_source(cfg).records("val")
+    records = registry.get_source(cfg).records("val")
     sizes = np.concatenate([b["orig_size"] for b in batches])[valid]
     for image_id, size in zip(ids, sizes):
         w, h = Image.open(records.paths[image_id]).size
@@ -126,7 +126,7 @@ def test_coco_json_labels_boxes_and_crowd(coco_dir):
     cfg = coco_config(coco_dir)
     info = data.dataset_info(cfg)
     assert info.class_names == ("background", "apple", "zebra")  # sorted by category id: 5, 12
-    source = sources.get_source(cfg)
+    source = registry.get_source(cfg)
     train, val = source.records("train"), source.records("val")
     assert train.image_ids == [3, 7, 9]
     by_id = dict(zip(train.image_ids, range(3)))

@@ -20,7 +20,8 @@ import functools
 
 import tensorflow_datasets as tfds
 
-from ssd_jax.data import sources
+from ssd_jax.data.examples import (EPOCHS_FOREVER, decode_image, raw_example, shard_size, skip_failures,
+                                   with_background)
 from ssd_jax.data.tf_setup import tf
 
 
@@ -45,8 +46,8 @@ class TfdsSource:
                 raise ValueError(f"tfds: {name} has different classes than {names[0]}")
             label_names = names_here
         self.is_coco = "is_crowd" in self.builders[0].info.features["objects"].keys()
-        self.class_names = sources._with_background(label_names)
-        if cfg.get("class_names") and sources._with_background(cfg.class_names) != self.class_names:
+        self.class_names = with_background(label_names)
+        if cfg.get("class_names") and with_background(cfg.class_names) != self.class_names:
             raise ValueError(f"tfds: class_names {tuple(cfg.class_names)} differ from the dataset's "
                              f"{label_names}")
 
@@ -101,12 +102,12 @@ class TfdsSource:
             count += 1
 
     def _decode(self, example):
-        image = sources.decode_image(example["image"])
-        return sources._raw(image, example["boxes"], example["labels"], example["difficult"],
-                            example["image_id"], len(self.class_names))
+        image = decode_image(example["image"])
+        return raw_example(image, example["boxes"], example["labels"], example["difficult"],
+                           example["image_id"], len(self.class_names))
 
     def train_stream(self, split, seed, process_index, process_count, epoch, position, num_parallel_calls):
-        if sources.shard_size(self.num_examples(split), process_index, process_count) == 0:
+        if shard_size(self.num_examples(split), process_index, process_count) == 0:
             raise ValueError(f"tfds: split {split!r} has no examples for process {process_index}")
         shard = self._records(split, training=True).shard(process_count, process_index)
         first_epoch, first_position = int(epoch), int(position)
@@ -117,11 +118,11 @@ class TfdsSource:
             shuffle_seed = tf.cast(seed, tf.int64) * 1_000_003 + e
             return shard.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=False).skip(skip)
 
-        stream = tf.data.Dataset.range(first_epoch, sources.EPOCHS_FOREVER).flat_map(epoch_records)
-        return sources.skip_failures(stream.map(self._decode, num_parallel_calls=num_parallel_calls,
+        stream = tf.data.Dataset.range(first_epoch, EPOCHS_FOREVER).flat_map(epoch_records)
+        return skip_failures(stream.map(self._decode, num_parallel_calls=num_parallel_calls,
                                                 deterministic=True))
 
     def eval_stream(self, split, process_index, process_count, num_parallel_calls):
         shard = self._records(split, training=False).shard(process_count, process_index)
-        return sources.skip_failures(shard.map(self._decode, num_parallel_calls=num_parallel_calls,
+        return skip_failures(shard.map(self._decode, num_parallel_calls=num_parallel_calls,
                                                deterministic=True))
