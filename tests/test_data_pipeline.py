@@ -102,7 +102,7 @@ def test_eval_is_sharded_padded_and_complete():
         assert len(batches) == 2  # ceil(ceil(7 / 2) / 3) for both processes
         for b in batches:
             assert b["image"].shape == (3, 40, 40, 3) and b["valid"].dtype == bool
-            assert b["difficult"].shape == (3, 6) and b["orig_size"].shape == (3, 2)
+            assert b["difficult"].shape == (3, 4) and b["orig_size"].shape == (3, 2)  # shapes.max_objects, not 6
             assert np.all(b["orig_size"][b["valid"]] == 48) and np.all(b["image_id"][~b["valid"]] == -1)
             assert not b["mask"][~b["valid"]].any()
             seen += b["image_id"][b["valid"]].tolist()
@@ -168,7 +168,8 @@ def bad_voc(tmp_path):
 
 def voc_config(root, strict=False):
     cfg = data.default_config()
-    cfg.source, cfg.root, cfg.train_split, cfg.eval_split, cfg.strict = "voc_folder", str(root), "train", "train", strict
+    cfg.source, cfg.root, cfg.strict = "voc_folder", str(root), strict
+    cfg.train_split = cfg.eval_split = "train"
     return cfg
 
 
@@ -204,6 +205,69 @@ def test_unknown_class_and_empty_split_are_clear_errors(tmp_path):
     cfg.eval_split = "val"
     with pytest.raises(ValueError, match="'val' has no usable images"):
         data.dataset_info(cfg)
+
+
+# ---------------------------------------------------------------- evaluation counts every box
+
+@pytest.fixture()
+def crowded_voc(tmp_path):
+    """One class (cat), 64x64 images: "crowd" has 5 objects, "pair" 2, "one" 1; split "four" is one
+    image with 4 objects."""
+    objects = {"crowd": [(1 + 12 * i, 1, 10 + 12 * i, 10) for i in range(5)],
+               "pair": [(1, 1, 20, 20), (30, 30, 60, 60)], "one": [(5, 5, 40, 40)],
+               "four": [(1, 1, 30, 30), (33, 1, 62, 30), (1, 33, 30, 62), (33, 33, 62, 62)]}
+    write_voc(tmp_path, [(name, voc_xml([("cat", b, 0) for b in boxes], 64, 64), Image.new("RGB", (64, 64)))
+                         for name, boxes in objects.items()])
+    (tmp_path / "ImageSets" / "Main" / "train.txt").write_text("crowd\npair\none\n")
+    (tmp_path / "ImageSets" / "Main" / "four.txt").write_text("four\n")
+    return tmp_path
+
+
+def evaluate_first_boxes_detected(cfg, num_detected=2):
+    """Evaluator result over ``data.eval_iterator`` when the first ``num_detected`` boxes of every
+    image are detected exactly (scores 1.0, 0.9, ...) and nothing else."""
+    from ssd_jax.evaluation import Evaluator
+
+    rec = registry.get_source(cfg).records(cfg.eval_split)
+    evaluator = Evaluator(2, with_coco=True)
+    for batch in data.eval_iterator(cfg, (16, 16), 2, normalization="unit"):
+        b = len(batch["valid"])
+        dets = dict(boxes=np.zeros((b, num_detected, 4), np.float32), scores=np.zeros((b, num_detected)),
+                    classes=np.zeros((b, num_detected), np.int32), num_valid=np.zeros(b, np.int32))
+        for i, image_id in enumerate(batch["image_id"]):
+            if image_id >= 0:
+                found = rec.boxes[image_id][:num_detected]
+                n = len(found)
+                dets["boxes"][i, :n], dets["classes"][i, :n], dets["num_valid"][i] = found, 1, n
+                dets["scores"][i, :n] = 1.0 - 0.1 * np.arange(n)
+        evaluator.add_batch(dets, batch)
+    return evaluator.result()
+
+
+def test_eval_counts_every_box_whatever_max_boxes(crowded_voc):
+    cfg = voc_config(crowded_voc)
+    cfg.max_boxes = 2  # "crowd" has 5 boxes: training keeps 2, evaluation must keep all
+    assert data.eval_box_count(cfg) == 5
+    batch = next(data.eval_iterator(cfg, (16, 16), 2, normalization="unit"))
+    assert batch["boxes"].shape == (2, 5, 4) and batch["mask"].sum(axis=1).tolist() == [5, 2]
+    small = evaluate_first_boxes_detected(cfg)
+    cfg.max_boxes = 50
+    large = evaluate_first_boxes_detected(cfg)
+    assert small["num_gt"].tolist() == large["num_gt"].tolist() == [0, 8]
+    assert small["mAP"] == large["mAP"] and small["AP"] == large["AP"]
+    np.testing.assert_array_equal(small["ap"], large["ap"])
+
+
+def test_missed_objects_lower_ap_even_beyond_max_boxes(crowded_voc):
+    # 4 ground truths, the 2 best-scored detections exact: precision 1, 1 at recall 1/4, 1/2.
+    # VOC07 11-point AP: recall thresholds 0, 0.1, ..., 0.5 reach precision 1, the 5 above none:
+    # 6/11. Truncated to max_boxes=2 ground truths it would have been 1.0.
+    cfg = voc_config(crowded_voc)
+    cfg.train_split = cfg.eval_split = "four"
+    cfg.max_boxes = 2
+    result = evaluate_first_boxes_detected(cfg)
+    assert result["num_gt"].tolist() == [0, 4]
+    assert result["ap"][1] == pytest.approx(6 / 11) and result["mAP"] == pytest.approx(6 / 11)
 
 
 def test_max_boxes_overflow_is_logged(caplog):

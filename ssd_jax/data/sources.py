@@ -16,6 +16,7 @@ builds two tf.data streams of raw examples (dicts):
     does not depend on the process count. TFDS streams instead shard records per process (see
     ``tfds_sources``), so their multi-process batches differ from single-process ones.
   * ``eval_stream(split, process_index, process_count)``: this process's shard once, fixed order.
+  * ``max_box_count(split)``: an upper bound on the boxes of one example, over the whole split.
 Eval shards are disjoint: process p reads examples p, p + P, p + 2P, ... of a split.
 """
 
@@ -38,6 +39,11 @@ class IndexedSource:
 
     def load_fn(self, split: str):
         """A TF function: int64 index -> raw example dict."""
+        raise NotImplementedError
+
+    def max_box_count(self, split: str) -> int:
+        """An upper bound on the boxes of any one example of ``split`` (whole split, so the same on
+        every process)."""
         raise NotImplementedError
 
     def train_stream(self, split, seed, process_index, process_count, epoch, position, num_parallel_calls,
@@ -86,6 +92,14 @@ class FileSource(IndexedSource):
     def records(self, split) -> records.Records:
         return self._records[split]
 
+    def box_counts(self, split) -> np.ndarray:
+        """int64 [N]: boxes of each example of ``split`` (after the start-up cleaning)."""
+        return np.array([len(labels) for labels in self._records[split].labels], np.int64)
+
+    def max_box_count(self, split) -> int:
+        """The largest box count of ``split`` (exact)."""
+        return int(self.box_counts(split).max(initial=0))
+
     def load_fn(self, split):
         rec = self._records[split]
         lengths = np.array([len(b) for b in rec.labels], np.int64)
@@ -119,6 +133,10 @@ class ShapesSource(IndexedSource):
     def num_examples(self, split):
         shapes._split_id(split)
         return int(self.cfg.num_train if split == "train" else self.cfg.num_eval)
+
+    def max_box_count(self, split) -> int:
+        """``max_objects``: the generator never draws more (it may draw fewer when objects overlap)."""
+        return int(self.cfg.max_objects)
 
     def generate(self, split: str, index: int):
         """Example ``index`` of ``split`` (memoised: examples are pure functions of their index)."""

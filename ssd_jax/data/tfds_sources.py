@@ -12,6 +12,9 @@ buffer (``shuffle_buffer``) seeded from (seed, epoch), so resuming inside an epo
 encoded records (no image decoding) up to the resume point. Images that fail to decode are
 skipped with a logged warning; when the split size is unknown (``tfds.testing.mock_data``) it
 is counted at start-up, and a record TFDS itself cannot produce is a clear error there.
+Evaluation pads every image's boxes to the eval split's largest box count, which
+``max_box_count`` reads once from the encoded records of the whole split (no image decoding), so
+the eval batch shapes are the same on every process.
 """
 
 from __future__ import annotations
@@ -88,6 +91,14 @@ class TfdsSource:
             return sum(int(b.info.splits[split].num_examples) for b in self.builders)
         except (KeyError, ValueError):  # splits unknown (e.g. under tfds.testing.mock_data): count
             return self._count(split)
+
+    @functools.lru_cache(maxsize=8)
+    def max_box_count(self, split: str) -> int:
+        """An upper bound on the boxes of one example of ``split``: the longest label list of the
+        whole split, read once from the encoded records (images are not decoded; this reads the
+        split's files once, a few seconds for VOC test or COCO val)."""
+        counts = self._records(split, training=False).map(lambda e: tf.shape(e["labels"])[0])
+        return int(counts.reduce(tf.constant(0, tf.int32), tf.maximum))
 
     def _count(self, split: str) -> int:
         count, iterator = 0, iter(self._records(split, training=False))
