@@ -270,13 +270,53 @@ def test_missed_objects_lower_ap_even_beyond_max_boxes(crowded_voc):
     assert result["ap"][1] == pytest.approx(6 / 11) and result["mAP"] == pytest.approx(6 / 11)
 
 
+# ---------------------------------------------------------------- max_boxes from the data
+
+def test_max_boxes_derived_from_the_training_split_and_logged(crowded_voc, caplog):
+    cfg = voc_config(crowded_voc)
+    assert cfg.max_boxes == 0  # the default: derive
+    with caplog.at_level(logging.WARNING, logger="ssd_jax.data"):
+        batch = next(data.train_iterator(cfg, (16, 16), 2, normalization="unit"))
+    assert batch["boxes"].shape == (2, 5, 4)  # "crowd" has 5 boxes
+    assert "max_boxes=5 derived from the split (largest image 5 boxes" in caplog.text
+    assert "drops no box" in caplog.text
+    shapes_cfg = shapes_config()
+    shapes_cfg.max_boxes = 0
+    assert next(data.train_iterator(shapes_cfg, SIZE, 2, normalization="unit"))["boxes"].shape == (2, 4, 4)
+
+
+def test_explicit_max_boxes_is_honoured_and_its_drops_logged(crowded_voc, caplog):
+    cfg = voc_config(crowded_voc)
+    cfg.max_boxes = 2
+    with caplog.at_level(logging.WARNING, logger="ssd_jax.data"):
+        batch = next(data.train_iterator(cfg, (16, 16), 2, normalization="unit"))
+    assert batch["boxes"].shape == (2, 2, 4)
+    assert "max_boxes=2 (data.max_boxes) drops 3 boxes in 1 of 3 images in training" in caplog.text
+    cfg.max_boxes = -1
+    with pytest.raises(ValueError, match="data.max_boxes must be > 0, or 0"):
+        next(data.train_iterator(cfg, (16, 16), 2, normalization="unit"))
+
+
+def test_derived_max_boxes_ignores_an_outlier_maximum():
+    from ssd_jax.data.max_boxes import choose_max_boxes, dropped_boxes
+
+    assert choose_max_boxes(np.array([3, 1, 7, 2])) == 7
+    assert choose_max_boxes(np.array([0, 0])) == 1
+    assert choose_max_boxes(np.array([3] * 2000 + [60])) == 60  # small enough to keep whole
+    assert choose_max_boxes(np.array([3] * 2000 + [500])) == 100  # outlier: 99.9th percentile, at least 100
+    assert dropped_boxes(np.array([3] * 2000 + [500]), 100) == (400, 1)
+
+
 def test_max_boxes_overflow_is_logged(caplog):
     cfg = shapes_config()
     cfg.max_boxes = 1
     cfg.augment.update(dict(expand=False, crop=False))
     with caplog.at_level(logging.WARNING, logger="ssd_jax.data"):
-        take(data.train_iterator(cfg, SIZE, 4, normalization="unit"), 2)
-    assert "beyond max_boxes=1 dropped" in caplog.text
+        iterator = data.train_iterator(cfg, SIZE, 4, normalization="unit")
+        take(iterator, 3)
+        iterator.close()  # training ends: the total is logged
+    assert caplog.text.count("beyond max_boxes=1 dropped") == 2  # the first occurrence, and the total
+    assert "beyond max_boxes=1 dropped in total" in caplog.text
 
 
 # ---------------------------------------------------------------- drawing

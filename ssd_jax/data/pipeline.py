@@ -1,8 +1,9 @@
 """Training and evaluation input pipelines: tf.data on the CPU -> fixed-shape NumPy batches.
 
 Train batches (endless): image float32 [B,H,W,3] normalised RGB, boxes float32 [B,M,4] corners
-in [0,1], labels int32 [B,M] (1..C-1, 0 in padding), mask bool [B,M]; M = ``max_boxes`` (boxes
-beyond it are dropped and counted in the logs).
+in [0,1], labels int32 [B,M] (1..C-1, 0 in padding), mask bool [B,M]; M = ``max_boxes.train_max_boxes``
+(``data.max_boxes``, or derived from the training split when 0; boxes beyond it are dropped and
+counted in the logs).
 Eval batches (one pass) have the same keys plus image_id int32 [B] (-1 for padding), orig_size
 int32 [B,2] (height, width), difficult bool [B,E], valid bool [B]; there the box dimension is
 E = ``eval_box_count(cfg)``, the eval split's largest box count, whatever ``max_boxes`` is:
@@ -31,6 +32,7 @@ import math
 import numpy as np
 
 from ssd_jax.data import augment, records
+from ssd_jax.data.max_boxes import train_max_boxes
 from ssd_jax.data.examples import shard_size
 from ssd_jax.data.normalize import fill_value_rgb, scale_and_offset
 from ssd_jax.data.registry import get_source
@@ -114,7 +116,7 @@ def train_dataset(cfg, image_size, batch_size, normalization="caffe", seed=0, st
     out_size = (int(image_size[0]), int(image_size[1]))
     fill = fill_value_rgb(normalization)
     scale, offset = scale_and_offset(normalization)
-    max_boxes = int(cfg.max_boxes)
+    max_boxes = train_max_boxes(cfg)
     aug = cfg.augment
 
     def transform(example):
@@ -133,7 +135,7 @@ def train_iterator(cfg, image_size, batch_size, normalization="caffe", seed=0, s
                    process_index=0, process_count=1):
     """Endless iterator of training batches (dicts of NumPy arrays, see the module docstring)."""
     ds = train_dataset(cfg, image_size, batch_size, normalization, seed, start_step, process_index, process_count)
-    dropped = _DroppedBoxes(cfg, cfg.train_split, int(cfg.max_boxes))
+    dropped = _DroppedBoxes(cfg, cfg.train_split, train_max_boxes(cfg))
     try:
         for batch in ds.as_numpy_iterator():
             yield dropped.add(batch)
