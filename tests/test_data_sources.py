@@ -1,7 +1,9 @@
 """Sources: raccoon VOC folder, COCO JSON, TFDS (mocked), synthetic shapes."""
 
 import json
+import logging
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from ssd_jax import data
-from ssd_jax.data import registry, shapes, voc_folder
+from ssd_jax.data import records, registry, shapes, voc_folder
 from ssd_jax.data.tf_setup import tf
 
 # The shared raccoon set lives beside the repository (../shared/data/raccoon), read in place.
@@ -40,6 +42,27 @@ def test_raccoon_split_sizes_classes_and_box_count():
     for split in ("train", "val"):
         for boxes in source.records(split).boxes:
             assert np.all((boxes >= 0) & (boxes <= 1)) and np.all(boxes[:, 2:] > boxes[:, :2])
+
+
+def test_truncated_raccoon_jpeg_is_skipped_with_its_name(tmp_path, caplog):
+    ids = voc_folder.split_ids(RACCOON, "train")[:3]
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        os.makedirs(tmp_path / sub)
+    for image_id in ids:
+        shutil.copy(os.path.join(RACCOON, "Annotations", f"{image_id}.xml"), tmp_path / "Annotations")
+        shutil.copy(os.path.join(RACCOON, "JPEGImages", f"{image_id}.jpg"), tmp_path / "JPEGImages")
+    (tmp_path / "ImageSets" / "Main" / "train.txt").write_text("\n".join(ids) + "\n")
+    cut = tmp_path / "JPEGImages" / f"{ids[1]}.jpg"
+    cut.write_bytes(cut.read_bytes()[:cut.stat().st_size // 2])  # halfway: libjpeg would fill the rest
+    cfg = raccoon_config()
+    cfg.root, cfg.eval_split = str(tmp_path), "train"
+    with caplog.at_level(logging.WARNING, logger="ssd_jax.data"):
+        kept = registry.get_source(cfg).records("train")
+    assert f"truncated JPEG {cut}" in caplog.text
+    assert kept.names == [ids[0], ids[2]]
+    cfg.strict = True
+    with pytest.raises(records.BadFileError, match=f"truncated JPEG .*{ids[1]}.jpg"):
+        registry.get_source(cfg)
 
 
 def test_voc_coordinates_follow_one_based_convention():
