@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from ssd_jax import data
-from ssd_jax.data import records, sources
+from ssd_jax.data import records, registry
 from ssd_jax.visualize import draw_boxes, save_grid
 
 SIZE = (40, 40)
@@ -65,7 +65,7 @@ def test_start_step_reproduces_step_across_epochs(shapes_batches):
 
 def test_train_stream_epochs_are_reshuffled_permutations_split_over_processes():
     cfg = shapes_config(num_train=9)
-    source = sources.get_source(cfg)
+    source = registry.get_source(cfg)
     stream = source.train_stream("train", 1, 0, 1, 0, 0, 1)
     examples = list(stream.take(27))
     ids = [int(ex["image_id"]) for ex in examples]
@@ -102,7 +102,7 @@ def test_eval_is_sharded_padded_and_complete():
         assert len(batches) == 2  # ceil(ceil(7 / 2) / 3) for both processes
         for b in batches:
             assert b["image"].shape == (3, 40, 40, 3) and b["valid"].dtype == bool
-            assert b["difficult"].shape == (3, 6) and b["orig_size"].shape == (3, 2)
+            assert b["difficult"].shape == (3, 4) and b["orig_size"].shape == (3, 2)  # shapes.max_objects, not 6
             assert np.all(b["orig_size"][b["valid"]] == 48) and np.all(b["image_id"][~b["valid"]] == -1)
             assert not b["mask"][~b["valid"]].any()
             seen += b["image_id"][b["valid"]].tolist()
@@ -168,7 +168,8 @@ def bad_voc(tmp_path):
 
 def voc_config(root, strict=False):
     cfg = data.default_config()
-    cfg.source, cfg.root, cfg.train_split, cfg.eval_split, cfg.strict = "voc_folder", str(root), "train", "train", strict
+    cfg.source, cfg.root, cfg.strict = "voc_folder", str(root), strict
+    cfg.train_split = cfg.eval_split = "train"
     return cfg
 
 
@@ -178,14 +179,14 @@ def test_bad_files_are_skipped_with_warnings_naming_them(bad_voc, caplog):
         batches = list(data.eval_iterator(voc_config(bad_voc), (16, 16), 4, normalization="unit"))
     text = caplog.text
     assert "corrupt.jpg" in text and "broken_xml.xml" in text and "no_image.jpg" in text
+    assert "truncated JPEG" in text and "truncated.jpg" in text
     assert "1 boxes clipped" in text and "1 degenerate boxes dropped" in text
-    assert info.class_names == ("background", "cat", "dog") and info.num_train == 2  # good + truncated
+    assert info.class_names == ("background", "cat", "dog") and info.num_train == 1  # good only
     batch = batches[0]
-    assert batch["valid"].tolist() == [True, True, False, False]
+    assert batch["valid"].tolist() == [True, False, False, False]
     good = batch["boxes"][0][batch["mask"][0]]
     np.testing.assert_allclose(good, [[0, 0, 0.5, 0.5], [9 / 32, 1 / 24, 1.0, 20 / 24]], atol=1e-6)
     assert batch["labels"][0].tolist()[:2] == [1, 2] and batch["difficult"][0].tolist()[:2] == [False, True]
-    assert batch["image"][1].shape == (16, 16, 3)  # truncated JPEG recovered, not a crash
 
 
 def test_strict_mode_raises_naming_the_file(bad_voc):
@@ -206,13 +207,116 @@ def test_unknown_class_and_empty_split_are_clear_errors(tmp_path):
         data.dataset_info(cfg)
 
 
+# ---------------------------------------------------------------- evaluation counts every box
+
+@pytest.fixture()
+def crowded_voc(tmp_path):
+    """One class (cat), 64x64 images: "crowd" has 5 objects, "pair" 2, "one" 1; split "four" is one
+    image with 4 objects."""
+    objects = {"crowd": [(1 + 12 * i, 1, 10 + 12 * i, 10) for i in range(5)],
+               "pair": [(1, 1, 20, 20), (30, 30, 60, 60)], "one": [(5, 5, 40, 40)],
+               "four": [(1, 1, 30, 30), (33, 1, 62, 30), (1, 33, 30, 62), (33, 33, 62, 62)]}
+    write_voc(tmp_path, [(name, voc_xml([("cat", b, 0) for b in boxes], 64, 64), Image.new("RGB", (64, 64)))
+                         for name, boxes in objects.items()])
+    (tmp_path / "ImageSets" / "Main" / "train.txt").write_text("crowd\npair\none\n")
+    (tmp_path / "ImageSets" / "Main" / "four.txt").write_text("four\n")
+    return tmp_path
+
+
+def evaluate_first_boxes_detected(cfg, num_detected=2):
+    """Evaluator result over ``data.eval_iterator`` when the first ``num_detected`` boxes of every
+    image are detected exactly (scores 1.0, 0.9, ...) and nothing else."""
+    from ssd_jax.evaluation import Evaluator
+
+    rec = registry.get_source(cfg).records(cfg.eval_split)
+    evaluator = Evaluator(2, with_coco=True)
+    for batch in data.eval_iterator(cfg, (16, 16), 2, normalization="unit"):
+        b = len(batch["valid"])
+        dets = dict(boxes=np.zeros((b, num_detected, 4), np.float32), scores=np.zeros((b, num_detected)),
+                    classes=np.zeros((b, num_detected), np.int32), num_valid=np.zeros(b, np.int32))
+        for i, image_id in enumerate(batch["image_id"]):
+            if image_id >= 0:
+                found = rec.boxes[image_id][:num_detected]
+                n = len(found)
+                dets["boxes"][i, :n], dets["classes"][i, :n], dets["num_valid"][i] = found, 1, n
+                dets["scores"][i, :n] = 1.0 - 0.1 * np.arange(n)
+        evaluator.add_batch(dets, batch)
+    return evaluator.result()
+
+
+def test_eval_counts_every_box_whatever_max_boxes(crowded_voc):
+    cfg = voc_config(crowded_voc)
+    cfg.max_boxes = 2  # "crowd" has 5 boxes: training keeps 2, evaluation must keep all
+    assert data.eval_box_count(cfg) == 5
+    batch = next(data.eval_iterator(cfg, (16, 16), 2, normalization="unit"))
+    assert batch["boxes"].shape == (2, 5, 4) and batch["mask"].sum(axis=1).tolist() == [5, 2]
+    small = evaluate_first_boxes_detected(cfg)
+    cfg.max_boxes = 50
+    large = evaluate_first_boxes_detected(cfg)
+    assert small["num_gt"].tolist() == large["num_gt"].tolist() == [0, 8]
+    assert small["mAP"] == large["mAP"] and small["AP"] == large["AP"]
+    np.testing.assert_array_equal(small["ap"], large["ap"])
+
+
+def test_missed_objects_lower_ap_even_beyond_max_boxes(crowded_voc):
+    # 4 ground truths, the 2 best-scored detections exact: precision 1, 1 at recall 1/4, 1/2.
+    # VOC07 11-point AP: recall thresholds 0, 0.1, ..., 0.5 reach precision 1, the 5 above none:
+    # 6/11. Truncated to max_boxes=2 ground truths it would have been 1.0.
+    cfg = voc_config(crowded_voc)
+    cfg.train_split = cfg.eval_split = "four"
+    cfg.max_boxes = 2
+    result = evaluate_first_boxes_detected(cfg)
+    assert result["num_gt"].tolist() == [0, 4]
+    assert result["ap"][1] == pytest.approx(6 / 11) and result["mAP"] == pytest.approx(6 / 11)
+
+
+# ---------------------------------------------------------------- max_boxes from the data
+
+def test_max_boxes_derived_from_the_training_split_and_logged(crowded_voc, caplog):
+    cfg = voc_config(crowded_voc)
+    assert cfg.max_boxes == 0  # the default: derive
+    with caplog.at_level(logging.WARNING, logger="ssd_jax.data"):
+        batch = next(data.train_iterator(cfg, (16, 16), 2, normalization="unit"))
+    assert batch["boxes"].shape == (2, 5, 4)  # "crowd" has 5 boxes
+    assert "max_boxes=5 derived from the split (largest image 5 boxes" in caplog.text
+    assert "drops no box" in caplog.text
+    shapes_cfg = shapes_config()
+    shapes_cfg.max_boxes = 0
+    assert next(data.train_iterator(shapes_cfg, SIZE, 2, normalization="unit"))["boxes"].shape == (2, 4, 4)
+
+
+def test_explicit_max_boxes_is_honoured_and_its_drops_logged(crowded_voc, caplog):
+    cfg = voc_config(crowded_voc)
+    cfg.max_boxes = 2
+    with caplog.at_level(logging.WARNING, logger="ssd_jax.data"):
+        batch = next(data.train_iterator(cfg, (16, 16), 2, normalization="unit"))
+    assert batch["boxes"].shape == (2, 2, 4)
+    assert "max_boxes=2 (data.max_boxes) drops 3 boxes in 1 of 3 images in training" in caplog.text
+    cfg.max_boxes = -1
+    with pytest.raises(ValueError, match="data.max_boxes must be > 0, or 0"):
+        next(data.train_iterator(cfg, (16, 16), 2, normalization="unit"))
+
+
+def test_derived_max_boxes_ignores_an_outlier_maximum():
+    from ssd_jax.data.max_boxes import choose_max_boxes, dropped_boxes
+
+    assert choose_max_boxes(np.array([3, 1, 7, 2])) == 7
+    assert choose_max_boxes(np.array([0, 0])) == 1
+    assert choose_max_boxes(np.array([3] * 2000 + [60])) == 60  # small enough to keep whole
+    assert choose_max_boxes(np.array([3] * 2000 + [500])) == 100  # outlier: 99.9th percentile, at least 100
+    assert dropped_boxes(np.array([3] * 2000 + [500]), 100) == (400, 1)
+
+
 def test_max_boxes_overflow_is_logged(caplog):
     cfg = shapes_config()
     cfg.max_boxes = 1
     cfg.augment.update(dict(expand=False, crop=False))
     with caplog.at_level(logging.WARNING, logger="ssd_jax.data"):
-        take(data.train_iterator(cfg, SIZE, 4, normalization="unit"), 2)
-    assert "beyond max_boxes=1 dropped" in caplog.text
+        iterator = data.train_iterator(cfg, SIZE, 4, normalization="unit")
+        take(iterator, 3)
+        iterator.close()  # training ends: the total is logged
+    assert caplog.text.count("beyond max_boxes=1 dropped") == 2  # the first occurrence, and the total
+    assert "beyond max_boxes=1 dropped in total" in caplog.text
 
 
 # ---------------------------------------------------------------- drawing

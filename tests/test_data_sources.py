@@ -1,7 +1,9 @@
 """Sources: raccoon VOC folder, COCO JSON, TFDS (mocked), synthetic shapes."""
 
 import json
+import logging
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from ssd_jax import data
-from ssd_jax.data import shapes, sources, voc_folder
+from ssd_jax.data import records, registry, shapes, voc_folder
 from ssd_jax.data.tf_setup import tf
 
 # The shared raccoon set lives beside the repository (../shared/data/raccoon), read in place.
@@ -34,7 +36,7 @@ def test_raccoon_split_sizes_classes_and_box_count():
     info = data.dataset_info(cfg)
     assert info.class_names == ("background", "raccoon")
     assert info.num_classes == 2 and info.num_train == 160 and info.num_eval == 40
-    source = sources.get_source(cfg)
+    source = registry.get_source(cfg)
     total = sum(len(b) for split in ("train", "val") for b in source.records(split).boxes)
     assert total == 217
     for split in ("train", "val"):
@@ -42,9 +44,30 @@ def test_raccoon_split_sizes_classes_and_box_count():
             assert np.all((boxes >= 0) & (boxes <= 1)) and np.all(boxes[:, 2:] > boxes[:, :2])
 
 
+def test_truncated_raccoon_jpeg_is_skipped_with_its_name(tmp_path, caplog):
+    ids = voc_folder.split_ids(RACCOON, "train")[:3]
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        os.makedirs(tmp_path / sub)
+    for image_id in ids:
+        shutil.copy(os.path.join(RACCOON, "Annotations", f"{image_id}.xml"), tmp_path / "Annotations")
+        shutil.copy(os.path.join(RACCOON, "JPEGImages", f"{image_id}.jpg"), tmp_path / "JPEGImages")
+    (tmp_path / "ImageSets" / "Main" / "train.txt").write_text("\n".join(ids) + "\n")
+    cut = tmp_path / "JPEGImages" / f"{ids[1]}.jpg"
+    cut.write_bytes(cut.read_bytes()[:cut.stat().st_size // 2])  # halfway: libjpeg would fill the rest
+    cfg = raccoon_config()
+    cfg.root, cfg.eval_split = str(tmp_path), "train"
+    with caplog.at_level(logging.WARNING, logger="ssd_jax.data"):
+        kept = registry.get_source(cfg).records("train")
+    assert f"truncated JPEG {cut}" in caplog.text
+    assert kept.names == [ids[0], ids[2]]
+    cfg.strict = True
+    with pytest.raises(records.BadFileError, match=f"truncated JPEG .*{ids[1]}.jpg"):
+        registry.get_source(cfg)
+
+
 def test_voc_coordinates_follow_one_based_convention():
     ann = voc_folder.parse_annotation(os.path.join(RACCOON, "Annotations", "raccoon-1.xml"))
-    source = sources.get_source(raccoon_config())
+    source = registry.get_source(raccoon_config())
     records = source.records("train")
     i = records.names.index("raccoon-1")
     x0, y0, x1, y1 = ann["objects"][0][1]
@@ -53,7 +76,7 @@ def test_voc_coordinates_follow_one_based_convention():
 
 
 def test_raccoon_grayscale_images_decode_to_three_channels():
-    source = sources.get_source(raccoon_config())
+    source = registry.get_source(raccoon_config())
     found = 0
     for split in ("train", "val"):
         records = source.records(split)
@@ -78,7 +101,7 @@ def test_raccoon_eval_visits_every_image_once_with_sizes():
     assert valid.sum() == 40 and not valid[40:].any()
     ids = np.concatenate([b["image_id"] for b in batches])[valid]
     assert sorted(ids.tolist()) == list(range(40))
-    records = sources.get_source(cfg).records("val")
+    records = registry.get_source(cfg).records("val")
     sizes = np.concatenate([b["orig_size"] for b in batches])[valid]
     for image_id, size in zip(ids, sizes):
         w, h = Image.open(records.paths[image_id]).size
@@ -126,7 +149,7 @@ def test_coco_json_labels_boxes_and_crowd(coco_dir):
     cfg = coco_config(coco_dir)
     info = data.dataset_info(cfg)
     assert info.class_names == ("background", "apple", "zebra")  # sorted by category id: 5, 12
-    source = sources.get_source(cfg)
+    source = registry.get_source(cfg)
     train, val = source.records("train"), source.records("val")
     assert train.image_ids == [3, 7, 9]
     by_id = dict(zip(train.image_ids, range(3)))

@@ -224,3 +224,35 @@ def test_plot_and_write_report(result, tmp_path):
     assert paths["table"] == format_table(result, CLASS_NAMES)
     for key in ("table_path", "json_path", "pr_path"):
         assert (tmp_path / "report").joinpath(paths[key].split("/")[-1]).stat().st_size > 0
+
+
+@pytest.mark.parametrize("use_07,expected", [(True, 6 / 11), (False, 0.5)])
+def test_missed_ground_truth_lowers_ap_by_hand(use_07, expected):
+    # One class, one image, 4 ground truths of which the 2 detections find 2 exactly: precision
+    # 1, 1 at recall 1/4, 1/2. VOC07: the 11 recall thresholds 0..0.5 reach precision 1, the 5
+    # above none: 6/11; area under the envelope: 0.5. With only the 2 found boxes as ground
+    # truth (truncation to max_boxes=2) it would have been 1.0.
+    gt = np.array([[0.0, 0.0, 0.4, 0.4], [0.5, 0.0, 0.9, 0.4], [0.0, 0.5, 0.4, 0.9], [0.5, 0.5, 0.9, 0.9]])
+    dets = dict(boxes=gt[None, :2], scores=np.array([[0.9, 0.8]]), classes=np.ones((1, 2), np.int32),
+                num_valid=np.array([2]))
+    for boxes, want in ((gt, expected), (gt[:2], 1.0)):
+        evaluator = Evaluator(2, use_07_metric=use_07, with_coco=False)
+        evaluator.add_batch(dets, {"boxes": boxes[None], "labels": np.ones((1, len(boxes)), np.int32)})
+        result = evaluator.result()
+        assert result["ap"][1] == pytest.approx(want) and result["num_gt"][1] == len(boxes)
+
+
+def test_box_dimension_may_change_between_batches(split):
+    dets, gts, sizes = split
+    one = evaluate(dets, gts, sizes, batch_size=5).result()
+    evaluator = Evaluator(NUM_CLASSES, class_names=CLASS_NAMES)
+    for i, (d, g) in enumerate(zip(dets, gts)):  # image i alone, padded to a box dimension of its own
+        n, m = len(g["boxes"]), len(g["boxes"]) + i % 3
+        boxes, labels, difficult = np.zeros((1, m, 4), np.float32), np.zeros((1, m), np.int32), np.zeros((1, m), bool)
+        boxes[0, :n], labels[0, :n], difficult[0, :n] = g["boxes"], g["labels"], g["difficult"]
+        fields = {key: np.asarray(d[key], np.float32 if key != "classes" else np.int32)[None]
+                  for key in ("boxes", "scores", "classes")}
+        evaluator.add_batch(dict(fields, num_valid=np.array([len(d["scores"])])),
+                            dict(boxes=boxes, labels=labels, mask=np.arange(m)[None] < n, difficult=difficult,
+                                 orig_size=sizes[i:i + 1]))
+    assert_same_numbers(evaluator.result(), one)

@@ -4,7 +4,8 @@ Configs start from :func:`base_config` and change what differs. Field reference:
   model, num_classes (None: from the dataset), image_size (None: the model's), dtype ("float32" |
   "bfloat16": compute dtype, params stay float32), seed, batch_size (global, over all devices and
   processes), num_steps;
-  data: see ``ssd_jax.data.default_config``;
+  data: see ``ssd_jax.data.default_config`` (max_boxes 0: derived from the training split; the shipped
+    configs set it explicitly);
   matching: iou_threshold, mode ("argmax" torchvision | "bipartite" Caffe);
   loss: neg_pos_ratio, alpha, normalization ("batch" | "image");
   optimizer: name ("sgd" | "adamw"), lr, momentum, nesterov, weight_decay, decay_biases (Caffe: no

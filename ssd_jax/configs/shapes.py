@@ -17,7 +17,7 @@ def get_config():
     c.batch_size = 32
     c.num_steps = 1200
     c.data.source = "shapes"
-    c.data.max_boxes = 8
+    c.data.max_boxes = 8  # explicit, as measured above (derived it would be max_objects = 4)
     c.data.augment.expand = False
     c.data.augment.crop = False
     c.data.shapes.num_train = 4000

@@ -1,7 +1,8 @@
 """Detection data for ssd_jax: sources, SSD augmentation, fixed-shape input pipelines.
 
 Conventions: images RGB; boxes corners ``(xmin, ymin, xmax, ymax)`` normalised to [0, 1];
-label 0 is background, objects 1..C-1; ground truth padded to ``max_boxes`` with a mask.
+label 0 is background, objects 1..C-1; training ground truth padded to ``max_boxes`` with a mask,
+evaluation ground truth padded (never truncated) to the eval split's largest box count.
 
 TensorFlow (CPU only) is imported lazily, on the first call that needs it, so
 ``normalize``/``denormalize``/``default_config`` stay cheap.
@@ -34,6 +35,12 @@ def eval_iterator(cfg, image_size, batch_size, normalization="caffe", process_in
     return pipeline.eval_iterator(cfg, image_size, batch_size, normalization, process_index, process_count)
 
 
+def eval_box_count(cfg) -> int:
+    """See ``pipeline.eval_box_count``."""
+    from ssd_jax.data import pipeline
+    return pipeline.eval_box_count(cfg)
+
+
 def num_eval_batches(cfg, batch_size, process_count=1) -> int:
     """See ``pipeline.num_eval_batches``."""
     from ssd_jax.data import pipeline
@@ -46,5 +53,5 @@ def preview_grid(cfg, path, image_size=(300, 300), num_images=16, seed=0, column
     return preview.preview_grid(cfg, path, image_size, num_images, seed, columns, split)
 
 
-__all__ = ["DatasetInfo", "dataset_info", "default_config", "denormalize", "eval_iterator", "normalize",
-           "num_eval_batches", "preview_grid", "train_iterator"]
+__all__ = ["DatasetInfo", "dataset_info", "default_config", "denormalize", "eval_box_count", "eval_iterator",
+           "normalize", "num_eval_batches", "preview_grid", "train_iterator"]

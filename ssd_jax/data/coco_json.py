@@ -35,7 +35,7 @@ def _load_json(path: str) -> dict:
     return data
 
 
-def _paths(cfg, split: str) -> tuple[str, str]:
+def split_paths(cfg, split: str) -> tuple[str, str]:
     return cfg.annotations.replace("{split}", split), cfg.root.replace("{split}", split)
 
 

@@ -8,7 +8,9 @@ Fields (trainer configs override them):
   tfds_data_dir: optional TFDS data_dir.
   train_split / eval_split: split names ("+"-joined allowed for voc_folder and tfds).
   class_names: optional tuple of object class names (without "background"); otherwise read from the data.
-  max_boxes: boxes per image after padding; extra boxes are dropped and counted in the logs.
+  max_boxes: boxes per training image after padding; extra boxes are dropped and counted in the logs.
+    0 (default): derived from the training split (see ``ssd_jax.data.max_boxes``). Evaluation
+    always keeps every box.
   strict: False skips bad files with a warning naming them; True raises.
   shuffle_buffer: shuffle buffer for stream sources (tfds); index sources use a full permutation.
   num_parallel_calls: parallelism of the tf.data maps (-1 = AUTOTUNE).
@@ -32,7 +34,7 @@ def default_config() -> ml_collections.ConfigDict:
     cfg.train_split = "train"
     cfg.eval_split = "val"
     cfg.class_names = ml_collections.FieldReference(None, field_type=tuple)
-    cfg.max_boxes = 50
+    cfg.max_boxes = 0
     cfg.strict = False
     cfg.shuffle_buffer = 1000
     cfg.num_parallel_calls = -1

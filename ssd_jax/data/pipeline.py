@@ -1,9 +1,14 @@
 """Training and evaluation input pipelines: tf.data on the CPU -> fixed-shape NumPy batches.
 
 Train batches (endless): image float32 [B,H,W,3] normalised RGB, boxes float32 [B,M,4] corners
-in [0,1], labels int32 [B,M] (1..C-1, 0 in padding), mask bool [B,M]; M = ``max_boxes``.
-Eval batches (one pass) add image_id int32 [B] (-1 for padding), orig_size int32 [B,2]
-(height, width), difficult bool [B,M], valid bool [B].
+in [0,1], labels int32 [B,M] (1..C-1, 0 in padding), mask bool [B,M]; M = ``max_boxes.train_max_boxes``
+(``data.max_boxes``, or derived from the training split when 0; boxes beyond it are dropped and
+counted in the logs).
+Eval batches (one pass) have the same keys plus image_id int32 [B] (-1 for padding), orig_size
+int32 [B,2] (height, width), difficult bool [B,E], valid bool [B]; there the box dimension is
+E = ``eval_box_count(cfg)``, the eval split's largest box count, whatever ``max_boxes`` is:
+evaluation sees every ground-truth box. E is computed once over the whole split, so every
+process yields the same shapes (the host batches can be all-gathered as they are).
 
 Determinism and sharding over processes. Indexed sources (shapes, VOC folder, COCO JSON): with
 B = batch_size * process_count the global batch, row i of the global batch at step s is global
@@ -27,8 +32,11 @@ import math
 import numpy as np
 
 from ssd_jax.data import augment, records
+from ssd_jax.data.max_boxes import train_max_boxes
+from ssd_jax.data.examples import shard_size
 from ssd_jax.data.normalize import fill_value_rgb, scale_and_offset
-from ssd_jax.data.sources import IndexedSource, get_source, shard_size
+from ssd_jax.data.registry import get_source
+from ssd_jax.data.sources import IndexedSource
 from ssd_jax.data.tf_setup import tf
 
 log = logging.getLogger("ssd_jax.data")
@@ -57,24 +65,31 @@ def _options() -> tf.data.Options:
     return options
 
 
-class _ProblemCounter:
-    """Logs dropped boxes (overflow of max_boxes, degenerate boxes) when their totals grow."""
+class _DroppedBoxes:
+    """Counts boxes dropped while streaming (beyond ``max_boxes``; degenerate/invalid) from the
+    batches' "_overflow"/"_bad" entries. Logs one warning the first time each kind occurs and one
+    summary line per kind in :meth:`summarize` (at the end of the stream)."""
 
-    def __init__(self, cfg, split):
-        self.cfg, self.split = cfg, split
+    def __init__(self, cfg, split, max_boxes):
+        self.source, self.split = cfg.source, split
+        self.messages = {"overflow": f"boxes beyond max_boxes={max_boxes} dropped",
+                         "bad": "degenerate/invalid boxes dropped"}
         self.totals = {"overflow": 0, "bad": 0}
-        self.logged = {"overflow": 0, "bad": 0}
 
-    def add(self, batch):
-        self.totals["overflow"] += int(np.sum(batch.pop("_overflow")))
-        self.totals["bad"] += int(np.sum(batch.pop("_bad")))
-        for key, message in (("overflow", "boxes beyond max_boxes=%d dropped" % self.cfg.max_boxes),
-                             ("bad", "degenerate/invalid boxes dropped")):
-            total = self.totals[key]
-            if total > 0 and total >= 2 * self.logged[key]:
-                log.warning("%s split %r: %d %s so far", self.cfg.source, self.split, total, message)
-                self.logged[key] = max(total, 1)
+    def add(self, batch: dict) -> dict:
+        """The batch without its "_overflow" and "_bad" entries, which are counted."""
+        for key, field in (("overflow", "_overflow"), ("bad", "_bad")):
+            count = int(np.sum(batch.pop(field)))
+            if count and not self.totals[key]:
+                log.warning("%s split %r: %s (%d in the first batch that had any; the total is logged when the "
+                            "stream ends)", self.source, self.split, self.messages[key], count)
+            self.totals[key] += count
         return batch
+
+    def summarize(self) -> None:
+        for key, total in self.totals.items():
+            if total:
+                log.warning("%s split %r: %d %s in total", self.source, self.split, total, self.messages[key])
 
 
 def train_dataset(cfg, image_size, batch_size, normalization="caffe", seed=0, start_step=0,
@@ -101,7 +116,7 @@ def train_dataset(cfg, image_size, batch_size, normalization="caffe", seed=0, st
     out_size = (int(image_size[0]), int(image_size[1]))
     fill = fill_value_rgb(normalization)
     scale, offset = scale_and_offset(normalization)
-    max_boxes = int(cfg.max_boxes)
+    max_boxes = train_max_boxes(cfg)
     aug = cfg.augment
 
     def transform(example):
@@ -120,9 +135,12 @@ def train_iterator(cfg, image_size, batch_size, normalization="caffe", seed=0, s
                    process_index=0, process_count=1):
     """Endless iterator of training batches (dicts of NumPy arrays, see the module docstring)."""
     ds = train_dataset(cfg, image_size, batch_size, normalization, seed, start_step, process_index, process_count)
-    counter = _ProblemCounter(cfg, cfg.train_split)
-    for batch in ds.as_numpy_iterator():
-        yield counter.add(batch)
+    dropped = _DroppedBoxes(cfg, cfg.train_split, train_max_boxes(cfg))
+    try:
+        for batch in ds.as_numpy_iterator():
+            yield dropped.add(batch)
+    finally:  # the iterator is closed (or garbage collected) when training stops
+        dropped.summarize()
 
 
 def num_eval_batches(cfg, batch_size, process_count=1) -> int:
@@ -131,22 +149,32 @@ def num_eval_batches(cfg, batch_size, process_count=1) -> int:
     return math.ceil(math.ceil(n / process_count) / batch_size)
 
 
+def eval_box_count(cfg) -> int:
+    """E, the box dimension of every eval batch: the eval split's largest box count (at least 1).
+
+    Computed over the whole split (not this process's shard), so it is the same on every
+    process; ``data.max_boxes`` plays no part (evaluation never truncates ground truth).
+    """
+    return max(int(get_source(cfg).max_box_count(cfg.eval_split)), 1)
+
+
 def eval_iterator(cfg, image_size, batch_size, normalization="caffe", process_index=0, process_count=1):
     """One pass over this process's shard of the eval split, fixed order, last batch padded.
 
-    Every process yields ``num_eval_batches`` batches; padding images have valid=False,
-    image_id -1, and no boxes.
+    Every process yields ``num_eval_batches`` batches of identical shapes (box dimension
+    ``eval_box_count(cfg)``, so every ground-truth box of every image is there); padding images
+    have valid=False, image_id -1, and no boxes.
     """
     source = get_source(cfg)
     num_batches = num_eval_batches(cfg, batch_size, process_count)
     out_size = (int(image_size[0]), int(image_size[1]))
     scale, offset = scale_and_offset(normalization)
-    max_boxes = int(cfg.max_boxes)
+    box_count = eval_box_count(cfg)
 
     def transform(example):
         image = augment.eval_transform(example["image"], out_size)
         boxes, labels, difficult, mask, overflow = augment.pad_boxes(
-            example["boxes"], example["labels"], example["difficult"], max_boxes)
+            example["boxes"], example["labels"], example["difficult"], box_count)
         image = augment.normalize_tf(image, scale, offset)
         return dict(image=image, boxes=boxes, labels=labels, mask=mask,
                     image_id=example["image_id"], orig_size=tf.shape(example["image"])[:2],
@@ -156,14 +184,18 @@ def eval_iterator(cfg, image_size, batch_size, normalization="caffe", process_in
     ds = source.eval_stream(cfg.eval_split, process_index, process_count, calls)
     ds = ds.map(transform, num_parallel_calls=calls, deterministic=True).batch(int(batch_size))
     ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
-    counter = _ProblemCounter(cfg, cfg.eval_split)
+    dropped = _DroppedBoxes(cfg, cfg.eval_split, box_count)
     template = None
     yielded = 0
     for batch in ds.as_numpy_iterator():
-        batch = counter.add(batch)
+        if np.any(batch["_overflow"]):  # max_box_count is an upper bound: this is a bug, never a metric
+            raise RuntimeError(f"eval split {cfg.eval_split!r}: an image has more than the split's maximum of "
+                               f"{box_count} boxes; refusing to evaluate on truncated ground truth")
+        batch = dropped.add(batch)
         template = template or {k: (v.shape[1:], v.dtype) for k, v in batch.items()}
         yield _pad_batch(batch, batch_size)
         yielded += 1
+    dropped.summarize()
     while yielded < num_batches:
         if template is None:
             raise ValueError(f"eval split {cfg.eval_split!r} produced no examples for process {process_index}")

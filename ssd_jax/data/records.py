@@ -3,7 +3,8 @@
 A ``Records`` holds one split: image paths and, per image, boxes as corners
 ``(xmin, ymin, xmax, ymax)`` normalised to [0, 1], labels 1..C-1, difficult flags, and an
 integer image id. Bad boxes are clipped to the image or dropped here, at start-up, with
-counts in the logs; bad files are skipped with a warning naming them (or raise when strict).
+counts in the logs; bad files (missing, unreadable, truncated JPEGs) are skipped with a warning
+naming them (or raise when strict).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 log = logging.getLogger("ssd_jax.data")
+TAIL_BYTES = 1024  # bytes read at the end of a JPEG to find its end-of-image marker
 
 
 class BadFileError(ValueError):
@@ -52,16 +54,44 @@ def skip_or_raise(message: str, strict: bool) -> None:
     log.warning("skipping: %s", message)
 
 
+def ends_with_jpeg_eoi(path: str) -> bool:
+    """True when the file's last bytes, trailing zero padding ignored, are the JPEG end-of-image
+    marker FF D9 (cheap: only the last ``TAIL_BYTES`` bytes are read)."""
+    with open(path, "rb") as f:
+        f.seek(max(os.path.getsize(path) - TAIL_BYTES, 0))
+        return f.read().rstrip(b"\0").endswith(b"\xff\xd9")
+
+
+def _load_error(image: Image.Image) -> str | None:
+    """The error PIL raises decoding the whole image (e.g. "image file is truncated"), or None."""
+    try:
+        image.load()
+    except Exception as error:  # PIL raises OSError, SyntaxError, ... for bad data
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
 def check_image_file(path: str, strict: bool) -> tuple[int, int] | None:
-    """(height, width) of a readable image file (header check), or None after a warning."""
+    """(height, width) of a usable image file, or None after a warning naming it.
+
+    The header is read; a JPEG is also checked for truncation, which libjpeg would silently fill
+    in: a file that does not end with the end-of-image marker is decoded in full by PIL, which
+    raises on truncated data (files with extra bytes after the marker decode fine). Only those
+    files are decoded: a full decode of every image costs about 5 ms each (1 s for the 200
+    raccoon photos, minutes for COCO), the tail check 0.05 ms.
+    """
     if not os.path.isfile(path):
         skip_or_raise(f"missing image file {path}", strict)
         return None
     try:
         with Image.open(path) as image:
             width, height = image.size
+            truncated = image.format == "JPEG" and not ends_with_jpeg_eoi(path) and _load_error(image)
     except Exception as error:  # PIL raises several types for unreadable files
         skip_or_raise(f"unreadable image file {path} ({type(error).__name__}: {error})", strict)
+        return None
+    if truncated:
+        skip_or_raise(f"truncated JPEG {path} ({truncated})", strict)
         return None
     return height, width
 

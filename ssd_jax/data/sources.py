@@ -1,4 +1,6 @@
-"""Dataset sources behind one interface, and the factory ``get_source(cfg)``.
+"""Indexed dataset sources (file lists, the shapes generator) behind one interface.
+
+``registry.get_source(cfg)`` builds the source a data config describes (TFDS: ``tfds_sources``).
 
 A source knows its ``class_names`` (index 0 is "background"), the size of each split, and
 builds two tf.data streams of raw examples (dicts):
@@ -14,72 +16,17 @@ builds two tf.data streams of raw examples (dicts):
     does not depend on the process count. TFDS streams instead shard records per process (see
     ``tfds_sources``), so their multi-process batches differ from single-process ones.
   * ``eval_stream(split, process_index, process_count)``: this process's shard once, fixed order.
+  * ``max_box_count(split)``: an upper bound on the boxes of one example, over the whole split.
 Eval shards are disjoint: process p reads examples p, p + P, p + 2P, ... of a split.
 """
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
-from ssd_jax.data import coco_json, records, shapes, voc_folder
+from ssd_jax.data import records, shapes
+from ssd_jax.data.examples import BACKGROUND, EPOCHS_FOREVER, decode_image, raw_example, skip_failures
 from ssd_jax.data.tf_setup import tf
-
-BACKGROUND = "background"
-EPOCHS_FOREVER = 2**40
-
-
-def shard_size(num_examples: int, process_index: int, process_count: int) -> int:
-    """Number of examples p, p + P, ... below ``num_examples``."""
-    return len(range(process_index, num_examples, process_count))
-
-
-def decode_image(data):
-    """Encoded JPEG/PNG/GIF/BMP bytes -> uint8 [h, w, 3] RGB (grayscale, CMYK and alpha handled).
-
-    Truncated JPEGs are recovered (the missing part is filled) rather than failing.
-    """
-    image = tf.cond(
-        tf.io.is_jpeg(data),
-        lambda: tf.io.decode_jpeg(data, channels=3, try_recover_truncated=True, acceptable_fraction=0.05),
-        lambda: tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8))
-    image.set_shape([None, None, 3])
-    return image
-
-
-def sanitize(boxes, labels, difficult, num_classes: int):
-    """Make raw annotations safe: equal lengths, finite, clipped to [0,1], positive size, valid label.
-
-    Returns (boxes [m,4], labels [m], difficult [m], num_bad int32) where num_bad counts dropped
-    boxes (including those beyond the shortest of the three per-box arrays).
-    """
-    boxes = tf.reshape(tf.cast(boxes, tf.float32), [-1, 4])
-    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
-    difficult = tf.reshape(tf.cast(difficult, tf.bool), [-1])
-    longest = tf.reduce_max([tf.shape(boxes)[0], tf.shape(labels)[0], tf.shape(difficult)[0]])
-    n = tf.reduce_min([tf.shape(boxes)[0], tf.shape(labels)[0], tf.shape(difficult)[0]])
-    boxes, labels, difficult = boxes[:n], labels[:n], difficult[:n]
-    finite = tf.reduce_all(tf.math.is_finite(boxes), axis=1)
-    boxes = tf.clip_by_value(tf.where(finite[:, None], boxes, 0.0), 0.0, 1.0)
-    keep = (finite & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-            & (labels >= 1) & (labels < num_classes))
-    num_bad = longest - tf.reduce_sum(tf.cast(keep, tf.int32))
-    return (tf.boolean_mask(boxes, keep), tf.boolean_mask(labels, keep),
-            tf.boolean_mask(difficult, keep), num_bad)
-
-
-def skip_failures(ds):
-    """Backstop for files that pass the start-up checks but fail to decode: the element is
-    dropped and TensorFlow logs a warning with the error (the step/position bookkeeping of
-    later examples in that epoch then shifts by one)."""
-    return ds.ignore_errors(log_warning=True)
-
-
-def _raw(image, boxes, labels, difficult, image_id, num_classes):
-    boxes, labels, difficult, num_bad = sanitize(boxes, labels, difficult, num_classes)
-    return dict(image=image, boxes=boxes, labels=labels, difficult=difficult,
-                image_id=tf.cast(image_id, tf.int32), num_bad=num_bad)
 
 
 class IndexedSource:
@@ -92,6 +39,11 @@ class IndexedSource:
 
     def load_fn(self, split: str):
         """A TF function: int64 index -> raw example dict."""
+        raise NotImplementedError
+
+    def max_box_count(self, split: str) -> int:
+        """An upper bound on the boxes of any one example of ``split`` (whole split, so the same on
+        every process)."""
         raise NotImplementedError
 
     def train_stream(self, split, seed, process_index, process_count, epoch, position, num_parallel_calls,
@@ -140,6 +92,14 @@ class FileSource(IndexedSource):
     def records(self, split) -> records.Records:
         return self._records[split]
 
+    def box_counts(self, split) -> np.ndarray:
+        """int64 [N]: boxes of each example of ``split`` (after the start-up cleaning)."""
+        return np.array([len(labels) for labels in self._records[split].labels], np.int64)
+
+    def max_box_count(self, split) -> int:
+        """The largest box count of ``split`` (exact)."""
+        return int(self.box_counts(split).max(initial=0))
+
     def load_fn(self, split):
         rec = self._records[split]
         lengths = np.array([len(b) for b in rec.labels], np.int64)
@@ -154,7 +114,7 @@ class FileSource(IndexedSource):
         def load(index):
             lo, hi = splits[index], splits[index + 1]
             image = decode_image(tf.io.read_file(paths[index]))
-            return _raw(image, boxes[lo:hi], labels[lo:hi], difficult[lo:hi], image_ids[index], num_classes)
+            return raw_example(image, boxes[lo:hi], labels[lo:hi], difficult[lo:hi], image_ids[index], num_classes)
 
         return load
 
@@ -173,6 +133,10 @@ class ShapesSource(IndexedSource):
     def num_examples(self, split):
         shapes._split_id(split)
         return int(self.cfg.num_train if split == "train" else self.cfg.num_eval)
+
+    def max_box_count(self, split) -> int:
+        """``max_objects``: the generator never draws more (it may draw fewer when objects overlap)."""
+        return int(self.cfg.max_objects)
 
     def generate(self, split: str, index: int):
         """Example ``index`` of ``split`` (memoised: examples are pure functions of their index)."""
@@ -198,88 +162,6 @@ class ShapesSource(IndexedSource):
                                                      stateful=False)
             image = tf.ensure_shape(image, [size, size, 3])
             difficult = tf.zeros_like(labels, tf.bool)
-            return _raw(image, boxes, labels, difficult, index, num_classes)
+            return raw_example(image, boxes, labels, difficult, index, num_classes)
 
         return load
-
-
-def _object_names(cfg):
-    return tuple(cfg.class_names) if cfg.get("class_names") else None
-
-
-def _with_background(names) -> tuple[str, ...]:
-    names = tuple(str(n) for n in names)
-    if not names:
-        raise ValueError("the dataset has no object classes")
-    if BACKGROUND in names:
-        raise ValueError(f"class_names must not include {BACKGROUND!r} (label 0 is added): {names}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"class_names has duplicates: {names}")
-    return (BACKGROUND,) + names
-
-
-def _splits(cfg) -> list[str]:
-    return list(dict.fromkeys([cfg.train_split, cfg.eval_split]))
-
-
-def _voc_folder(cfg) -> FileSource:
-    if not cfg.root:
-        raise ValueError("voc_folder: set data.root to the VOC-layout folder")
-    names = _object_names(cfg) or voc_folder.class_names_in(cfg.root, _splits(cfg), cfg.strict)
-    class_names = _with_background(names)
-    return FileSource(class_names, {s: voc_folder.load_split(cfg.root, s, class_names, cfg.strict)
-                                    for s in _splits(cfg)})
-
-
-def _coco_json(cfg) -> FileSource:
-    if not cfg.annotations:
-        raise ValueError("coco_json: set data.annotations to the COCO JSON file")
-    train_json, _ = coco_json._paths(cfg, cfg.train_split)
-    class_names = _with_background(_object_names(cfg) or coco_json.class_names_in(train_json))
-    split_records = {}
-    for split in _splits(cfg):
-        ann, root = coco_json._paths(cfg, split)
-        split_records[split] = coco_json.load_split(ann, root, class_names, cfg.strict,
-                                                    training=(split == cfg.train_split))
-    return FileSource(class_names, split_records)
-
-
-def _cache_key(cfg) -> str:
-    return cfg.to_json(sort_keys=True)
-
-
-@functools.lru_cache(maxsize=8)
-def _cached_source(key: str, cfg_holder):
-    cfg = cfg_holder.cfg
-    if cfg.source == "shapes":
-        source = ShapesSource(cfg.shapes)
-        if _object_names(cfg) and _with_background(_object_names(cfg)) != source.class_names:
-            raise ValueError(f"shapes: class_names must be {shapes.SHAPE_CLASSES}, got {tuple(cfg.class_names)}")
-        return source
-    if cfg.source == "voc_folder":
-        return _voc_folder(cfg)
-    if cfg.source == "coco_json":
-        return _coco_json(cfg)
-    if cfg.source == "tfds":
-        from ssd_jax.data import tfds_sources
-        return tfds_sources.TfdsSource(cfg)
-    raise ValueError(f"unknown data source {cfg.source!r}; expected shapes, voc_folder, coco_json or tfds")
-
-
-class _Holder:
-    """Carries a config into the cache without making it part of the key."""
-
-    def __init__(self, key, cfg):
-        self.key, self.cfg = key, cfg
-
-    def __hash__(self):
-        return hash(self.key)
-
-    def __eq__(self, other):
-        return isinstance(other, _Holder) and self.key == other.key
-
-
-def get_source(cfg):
-    """The source described by the data config (scanned once per distinct config)."""
-    key = _cache_key(cfg)
-    return _cached_source(key, _Holder(key, cfg))

@@ -12,6 +12,9 @@ buffer (``shuffle_buffer``) seeded from (seed, epoch), so resuming inside an epo
 encoded records (no image decoding) up to the resume point. Images that fail to decode are
 skipped with a logged warning; when the split size is unknown (``tfds.testing.mock_data``) it
 is counted at start-up, and a record TFDS itself cannot produce is a clear error there.
+Evaluation pads every image's boxes to the eval split's largest box count, which
+``max_box_count`` reads once from the encoded records of the whole split (no image decoding), so
+the eval batch shapes are the same on every process.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import functools
 
 import tensorflow_datasets as tfds
 
-from ssd_jax.data import sources
+from ssd_jax.data.examples import (EPOCHS_FOREVER, decode_image, raw_example, shard_size, skip_failures,
+                                   with_background)
 from ssd_jax.data.tf_setup import tf
 
 
@@ -45,8 +49,8 @@ class TfdsSource:
                 raise ValueError(f"tfds: {name} has different classes than {names[0]}")
             label_names = names_here
         self.is_coco = "is_crowd" in self.builders[0].info.features["objects"].keys()
-        self.class_names = sources._with_background(label_names)
-        if cfg.get("class_names") and sources._with_background(cfg.class_names) != self.class_names:
+        self.class_names = with_background(label_names)
+        if cfg.get("class_names") and with_background(cfg.class_names) != self.class_names:
             raise ValueError(f"tfds: class_names {tuple(cfg.class_names)} differ from the dataset's "
                              f"{label_names}")
 
@@ -88,6 +92,14 @@ class TfdsSource:
         except (KeyError, ValueError):  # splits unknown (e.g. under tfds.testing.mock_data): count
             return self._count(split)
 
+    @functools.lru_cache(maxsize=8)
+    def max_box_count(self, split: str) -> int:
+        """An upper bound on the boxes of one example of ``split``: the longest label list of the
+        whole split, read once from the encoded records (images are not decoded; this reads the
+        split's files once, a few seconds for VOC test or COCO val)."""
+        counts = self._records(split, training=False).map(lambda e: tf.shape(e["labels"])[0])
+        return int(counts.reduce(tf.constant(0, tf.int32), tf.maximum))
+
     def _count(self, split: str) -> int:
         count, iterator = 0, iter(self._records(split, training=False))
         while True:
@@ -101,12 +113,12 @@ class TfdsSource:
             count += 1
 
     def _decode(self, example):
-        image = sources.decode_image(example["image"])
-        return sources._raw(image, example["boxes"], example["labels"], example["difficult"],
-                            example["image_id"], len(self.class_names))
+        image = decode_image(example["image"])
+        return raw_example(image, example["boxes"], example["labels"], example["difficult"],
+                           example["image_id"], len(self.class_names))
 
     def train_stream(self, split, seed, process_index, process_count, epoch, position, num_parallel_calls):
-        if sources.shard_size(self.num_examples(split), process_index, process_count) == 0:
+        if shard_size(self.num_examples(split), process_index, process_count) == 0:
             raise ValueError(f"tfds: split {split!r} has no examples for process {process_index}")
         shard = self._records(split, training=True).shard(process_count, process_index)
         first_epoch, first_position = int(epoch), int(position)
@@ -117,11 +129,11 @@ class TfdsSource:
             shuffle_seed = tf.cast(seed, tf.int64) * 1_000_003 + e
             return shard.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=False).skip(skip)
 
-        stream = tf.data.Dataset.range(first_epoch, sources.EPOCHS_FOREVER).flat_map(epoch_records)
-        return sources.skip_failures(stream.map(self._decode, num_parallel_calls=num_parallel_calls,
+        stream = tf.data.Dataset.range(first_epoch, EPOCHS_FOREVER).flat_map(epoch_records)
+        return skip_failures(stream.map(self._decode, num_parallel_calls=num_parallel_calls,
                                                 deterministic=True))
 
     def eval_stream(self, split, process_index, process_count, num_parallel_calls):
         shard = self._records(split, training=False).shard(process_count, process_index)
-        return sources.skip_failures(shard.map(self._decode, num_parallel_calls=num_parallel_calls,
+        return skip_failures(shard.map(self._decode, num_parallel_calls=num_parallel_calls,
                                                deterministic=True))

@@ -75,6 +75,9 @@ class Evaluator:
             ``"mask" [B, M]`` bool (optional, default all True), ``"difficult" [B, M]`` bool
             (optional), ``"image_id" [B]`` (optional), ``"orig_size" [B, 2]`` (height, width;
             required when ``with_coco``), ``"valid" [B]`` bool (optional, default all True).
+            ``M`` is any width, and may change from batch to batch; every box whose ``mask`` is True
+            is scored, so the caller must not truncate ground truth (``data.eval_iterator`` pads
+            to the eval split's largest box count).
         """
         boxes = _field(detections, "boxes")
         scores = _field(detections, "scores")
