@@ -293,13 +293,14 @@ class Detector:
         """
         import jax.numpy as jnp
 
-        from ssd_jax import checkpoints, convert, models
+        from ssd_jax import checkpoints, models
+        from ssd_jax.trained_anchors import trained_spec
 
         info = checkpoints.read_model_info(workdir)
         dtype = {"float32": None, "bfloat16": jnp.bfloat16}.get(info.get("dtype", "float32"))
         module, spec = models.create(info["model"], int(info["num_classes"]), dtype=dtype,
                                      image_size=tuple(info["image_size"]))
-        spec = convert.trained_spec(info, spec)  # converted weights carry the boxes they were trained with
+        spec = trained_spec(info, spec)  # converted weights carry the boxes they were trained with
         variables, step = checkpoints.load_model_variables(workdir, checkpoint)
         class_names = info.get("class_names") or ["background"] + [f"class_{i}" for i in range(1, info["num_classes"])]
         if len(class_names) != int(info["num_classes"]):
