@@ -48,7 +48,8 @@ class TreeDiff:
         for label, items in (("missing", self.missing), ("unexpected", self.unexpected), ("wrong shape", wrong)):
             if items:
                 shown = items if limit is None else items[:limit]
-                parts.append(f"{label} ({len(items)}): {', '.join(shown)}" + (" ..." if len(shown) < len(items) else ""))
+                more = " ..." if len(shown) < len(items) else ""
+                parts.append(f"{label} ({len(items)}): {', '.join(shown)}{more}")
         return "; ".join(parts)
 
 
