@@ -286,8 +286,9 @@ def test_cli_writes_a_loadable_workdir_and_base_only_init_from(tmp_path, sp):
     assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, dict(variables["params"]), params))
     # The Detector decodes against the default boxes the weights were trained with (ssd.pytorch's
     # PriorBox: SSD300_VOC with all four values clipped), not the factory's unclipped ones.
-    from ssd_jax import anchors, detect
-    detector = detect.Detector.from_workdir(str(tmp_path / "full"))
+    from ssd_jax import anchors
+    from ssd_jax.detector import Detector
+    detector = Detector.from_workdir(str(tmp_path / "full"))
     assert detector.spec == anchors.SSD300_VOC.replace(clip=True)
 
     # Base-only workdir (vgg16_reducedfc) -> init_from copies exactly the base arrays.
