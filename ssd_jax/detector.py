@@ -1,4 +1,4 @@
-"""The :class:`Detector` API: a trained SSD applied to images of any size, on the host's terms.
+"""The :class:`Detector` API: a trained SSD applied to images of any size.
 
     detector = Detector.from_workdir("runs/shapes")              # best checkpoint (or latest)
     results = detector([image_a, image_b], score_threshold=0.3)   # uint8 RGB arrays / PIL images
@@ -221,7 +221,7 @@ class Detector:
         """Detects objects in one image or a list of images of any sizes.
 
         Args:
-          images: a uint8 RGB array / PIL image, or a list of them (see :func:`to_rgb_uint8`).
+          images: a uint8 RGB array / PIL image, or a list of them (see :func:`ssd_jax.images.to_rgb_uint8`).
           score_threshold, iou_threshold: override the defaults for this call (no recompilation).
           max_detections: at most the configured ``max_detections``.
         Returns:
