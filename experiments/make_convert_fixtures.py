@@ -6,7 +6,7 @@ Run in a PyTorch environment (not /work/venv), from the repository root:
     pip install torch==2.14.1 torchvision==0.29.1 numpy
     python experiments/make_convert_fixtures.py
 
-Weights come from ``ssd_jax.convert.synthetic_state_dict`` (NumPy, seeded), so the test rebuilds
+Weights come from ``ssd_jax.testing.synthetic_state_dict`` (NumPy, seeded), so the test rebuilds
 the same state dict without PyTorch and the fixtures hold only inputs and outputs:
 
 * ``torchvision_ssd300.npz``: torchvision ``ssd300_vgg16(num_classes=TV_CLASSES)`` on a synthetic
@@ -19,7 +19,7 @@ the same state dict without PyTorch and the fixtures hold only inputs and output
   is not on PyPI) on the same image as BGR 0..255 minus (104, 117, 123): raw ``loc [8732, 4]``,
   ``conf [8732, C]`` and its ``priors`` (PriorBox, VOC config, clip=True).
 * ``layouts.json``: the real state-dict keys and shapes of torchvision ``ssd300_vgg16``,
-  ``vgg16`` and the ssd.pytorch modules, to check ``convert.expected_shapes`` against.
+  ``vgg16`` and the ssd.pytorch modules, to check ``convert_layouts.expected_shapes`` against.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from ssd_jax import convert  # noqa: E402  (NumPy-only at import time)
+from ssd_jax import convert_layouts  # noqa: E402  (no JAX needed)
+from ssd_jax.testing import synthetic_state_dict  # noqa: E402  (NumPy-only at import time)
 
 OUT = os.path.join(ROOT, "tests", "fixtures", "convert")
 TV_CLASSES = 5
@@ -59,10 +60,10 @@ def synthetic_image(size=300, seed=0) -> np.ndarray:
 
 
 def load_synthetic(module: nn.Module, source: str, num_classes=None):
-    expected = convert.expected_shapes(source, num_classes)
+    expected = convert_layouts.expected_shapes(source, num_classes)
     actual = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     assert actual == expected, (sorted(set(actual.items()) ^ set(expected.items())))
-    state = {k: torch.from_numpy(v) for k, v in convert.synthetic_state_dict(source, num_classes, SEED).items()}
+    state = {k: torch.from_numpy(v) for k, v in synthetic_state_dict(source, num_classes, SEED).items()}
     module.load_state_dict(state, strict=True)
     return actual
 

@@ -2,7 +2,7 @@
 
 Stages, in data-flow order: ``anchors`` (default boxes), ``boxes`` (IoU, box coding),
 ``matching``, ``losses``, ``nms``, ``postprocess``, ``models``, ``data``, ``train``,
-``evaluation``, ``detect``, ``convert``.
+``evaluation``, ``detector`` (with ``images``; CLI ``detect``), ``convert``.
 """
 
 __version__ = "0.1.0"
@@ -11,6 +11,6 @@ __version__ = "0.1.0"
 def __getattr__(name):
     # ssd_jax.Detector without importing JAX / TensorFlow at ``import ssd_jax`` time.
     if name in ("Detector", "ImageDetections"):
-        from ssd_jax import detect
-        return getattr(detect, name)
+        from ssd_jax import detector
+        return getattr(detector, name)
     raise AttributeError(f"module 'ssd_jax' has no attribute {name!r}")

@@ -36,14 +36,11 @@ Layout, handled once in :func:`_convert`:
     did: fc6 ``[4096, 512*7*7]`` -> ``[4096, 512, 7, 7][::4, :, ::3, ::3]``, fc7
     ``[4096, 4096][::4, ::4]``, biases ``[::4]``.
 
-Default boxes: the converted heads only work with the boxes they were trained with, which
-``model.json`` records under ``"anchors"`` (:data:`TRAINED_ANCHORS`, :func:`trained_default_boxes`):
-torchvision = ``SSD300_COCO`` with only w, h clipped (its DefaultBoxGenerator; the 10x10 map's
-last centres lie at 304 px), ssd.pytorch = ``SSD300_VOC`` with all four clipped (its PriorBox).
+Default boxes: the converted heads only work with the boxes they were trained with;
+:func:`model_info` records them in ``model.json`` (see :mod:`ssd_jax.trained_anchors`).
 
-Key correspondence: see the table in :mod:`ssd_jax.models.vgg`. This module needs only NumPy
-at import time (JAX / orbax are imported by :func:`write_workdir` only), so the fixture script
-can use :func:`expected_shapes` and :func:`synthetic_state_dict` in a PyTorch-only environment.
+Keys and shapes of each source: :mod:`ssd_jax.convert_layouts`. This module needs only NumPy at
+import time (JAX / orbax are imported by :func:`write_workdir` only).
 """
 
 from __future__ import annotations
@@ -55,105 +52,15 @@ from typing import Mapping
 
 import numpy as np
 
-SOURCES = ("torchvision_ssd300", "ssd_pytorch", "vgg16_imagenet", "vgg16_reducedfc")
-
-# (name, in, out, kernel) of the reduced VGG16 base; conv1_1 .. conv5_3 are 3x3.
-_VGG_CONVS = (("conv1_1", 3, 64), ("conv1_2", 64, 64), ("conv2_1", 64, 128), ("conv2_2", 128, 128),
-              ("conv3_1", 128, 256), ("conv3_2", 256, 256), ("conv3_3", 256, 256),
-              ("conv4_1", 256, 512), ("conv4_2", 512, 512), ("conv4_3", 512, 512),
-              ("conv5_1", 512, 512), ("conv5_2", 512, 512), ("conv5_3", 512, 512))
-_VGG_FEATURE_INDEX = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)  # torchvision vgg16().features / ssd.pytorch vgg
-_FC = (("fc6", 512, 1024, 3), ("fc7", 1024, 1024, 1))
-# SSD300 extras (name, in, out, kernel), in order.
-_EXTRAS = (("conv8_1", 1024, 256, 1), ("conv8_2", 256, 512, 3), ("conv9_1", 512, 128, 1), ("conv9_2", 128, 256, 3),
-           ("conv10_1", 256, 128, 1), ("conv10_2", 128, 256, 3), ("conv11_1", 256, 128, 1), ("conv11_2", 128, 256, 3))
-_SOURCE_CHANNELS = (512, 1024, 512, 256, 256, 256)
-_BOXES_PER_LOCATION = (4, 6, 6, 6, 4, 4)
+from ssd_jax import param_trees
+from ssd_jax.convert_layouts import (BOXES_PER_LOCATION, COCO_91_CLASS_NAMES, SOURCES, VOC_21_CLASS_NAMES,
+                                     expected_shapes, layout)
+from ssd_jax.trained_anchors import TRAINED_ANCHORS
 
 CAFFE_MEAN_RGB = (123.0, 117.0, 104.0)  # = ssd_jax.data.normalize.CAFFE_MEAN_RGB
 TORCHVISION_SSD_MEAN = (0.48235, 0.45882, 0.40784)  # torchvision ssd300_vgg16 transform, std 1/255
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
-
-# torchvision.models.detection._meta._COCO_CATEGORIES: the 91 labels of torchvision's COCO models.
-COCO_91_CLASS_NAMES = (
-    "__background__", "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
-    "traffic light", "fire hydrant", "N/A", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse",
-    "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "N/A", "backpack", "umbrella", "N/A", "N/A",
-    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite", "baseball bat",
-    "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle", "N/A", "wine glass", "cup", "fork",
-    "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza",
-    "donut", "cake", "chair", "couch", "potted plant", "bed", "N/A", "dining table", "N/A", "N/A", "toilet",
-    "N/A", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone", "microwave", "oven", "toaster", "sink",
-    "refrigerator", "N/A", "book", "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush",
-)
-# ssd.pytorch data/voc0712.py VOC_CLASSES (label i + 1), background first.
-VOC_21_CLASS_NAMES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)
-
-
-# ----------------------------------------------------------------------------- layouts
-# A layout is a list of (our path, torch key prefix, in, out, kernel); kernel 0 = a 1-D
-# per-channel parameter stored under the full torch key (the L2Norm scale).
-
-def _base_layout(conv_keys, fc_keys, scale_key):
-    entries = [(("base", name), key, cin, cout, 3) for (name, cin, cout), key in zip(_VGG_CONVS, conv_keys)]
-    entries += [(("base", name), key, cin, cout, k) for (name, cin, cout, k), key in zip(_FC, fc_keys)]
-    if scale_key is not None:
-        entries.append((("base", "conv4_3_norm", "scale"), scale_key, 512, 512, 0))
-    return entries
-
-
-def _heads_layout(num_classes, loc_key, conf_key):
-    entries = []
-    for i, (c, k) in enumerate(zip(_SOURCE_CHANNELS, _BOXES_PER_LOCATION)):
-        entries.append((("heads", f"loc_{i}"), loc_key.format(i), c, k * 4, 3))
-        entries.append((("heads", f"conf_{i}"), conf_key.format(i), c, k * num_classes, 3))
-    return entries
-
-
-def _layout(source: str, num_classes: int | None = None) -> list:
-    if source == "torchvision_ssd300":
-        tv = "backbone.features.{}".format
-        conv_keys = [tv(i) for i in _VGG_FEATURE_INDEX[:10]] + [f"backbone.extra.0.{i}" for i in (1, 3, 5)]
-        entries = _base_layout(conv_keys, ["backbone.extra.0.7.1", "backbone.extra.0.7.3"], "backbone.scale_weight")
-        entries += [(("extras", name), f"backbone.extra.{1 + j // 2}.{2 * (j % 2)}", cin, cout, k)
-                    for j, (name, cin, cout, k) in enumerate(_EXTRAS)]
-        return entries + _heads_layout(num_classes, "head.regression_head.module_list.{}",
-                                       "head.classification_head.module_list.{}")
-    if source in ("ssd_pytorch", "vgg16_reducedfc"):
-        conv_keys = [f"vgg.{i}" for i in _VGG_FEATURE_INDEX]
-        if source == "vgg16_reducedfc":  # the bare vgg ModuleList: keys "0.weight" .. "33.bias"
-            return _base_layout([str(i) for i in _VGG_FEATURE_INDEX], ["31", "33"], None)
-        entries = _base_layout(conv_keys, ["vgg.31", "vgg.33"], "L2Norm.weight")
-        entries += [(("extras", name), f"extras.{j}", cin, cout, k) for j, (name, cin, cout, k) in enumerate(_EXTRAS)]
-        return entries + _heads_layout(num_classes, "loc.{}", "conf.{}")
-    if source == "vgg16_imagenet":  # fc6/fc7 are handled by vgg16_base_from_torchvision_imagenet
-        return _base_layout([f"features.{i}" for i in _VGG_FEATURE_INDEX], [], None)
-    raise ValueError(f"unknown source {source!r}; expected one of {SOURCES}")
-
-
-def expected_shapes(source: str, num_classes: int | None = None) -> dict:
-    """``{torch key: shape}`` of every tensor the converter of ``source`` reads, in network order.
-
-    ``vgg16_imagenet`` also lists the classifier layers fc6 / fc7 are made from
-    (``classifier.0`` ``[4096, 25088]``, ``classifier.3`` ``[4096, 4096]``).
-    """
-    if source in ("torchvision_ssd300", "ssd_pytorch") and (not isinstance(num_classes, int) or num_classes < 2):
-        raise ValueError(f"{source}: num_classes must be an int >= 2, got {num_classes!r}")
-    shapes = {}
-    for _, key, cin, cout, k in _layout(source, num_classes):
-        if k == 0:
-            shapes[key] = (cout,)
-        else:
-            shapes[key + ".weight"] = (cout, cin, k, k)
-            shapes[key + ".bias"] = (cout,)
-    if source == "vgg16_imagenet":
-        shapes.update({"classifier.0.weight": (4096, 512 * 7 * 7), "classifier.0.bias": (4096,),
-                       "classifier.3.weight": (4096, 4096), "classifier.3.bias": (4096,)})
-    return shapes
 
 
 # ----------------------------------------------------------------------------- loading
@@ -192,23 +99,17 @@ def load_state_dict(state_dict) -> dict:
     return out
 
 
-def check_keys(state: Mapping, expected: Mapping, ignored: tuple = (), what: str = "state dict", hint: str = ""):
+def _check_keys(state: Mapping, expected: Mapping, ignored: tuple = (), what: str = "state dict", hint: str = ""):
     """Raises one ``ValueError`` listing every missing, unexpected and wrongly shaped key.
 
-    ``ignored``: key prefixes that may be present and are not used (e.g. the ImageNet classifier).
+    ``expected``: ``{torch key: shape}``. ``ignored``: key prefixes that may be present and are
+    not used (e.g. the ImageNet classifier).
     """
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected and not k.startswith(tuple(ignored))]
-    wrong = [f"{k}: {tuple(state[k].shape)} (expected {tuple(expected[k])})"
-             for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k])]
-    if missing or unexpected or wrong:
-        parts = [f"{what} does not match the expected layout:"]
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
-            if items:
-                parts.append(f"  {label} ({len(items)}): " + ", ".join(items))
-        if hint and wrong:
-            parts.append(hint)
-        raise ValueError("\n".join(parts))
+    used = {k: v for k, v in state.items() if k in expected or not k.startswith(tuple(ignored))}
+    diff = param_trees.compare_trees(expected, used)
+    if not diff.matches:
+        raise ValueError(f"{what} does not match the expected layout: {diff.describe()}"
+                         + (f" {hint}" if hint and diff.wrong_shape else ""))
 
 
 def _nest(flat: dict) -> dict:
@@ -240,9 +141,9 @@ def _infer_num_classes(state, key, source):
     if key not in state:
         raise ValueError(f"{source}: cannot infer num_classes, {key} is missing")
     out = state[key].shape[0]
-    if out % _BOXES_PER_LOCATION[0]:
-        raise ValueError(f"{source}: {key} has {out} outputs, not a multiple of {_BOXES_PER_LOCATION[0]} boxes")
-    return out // _BOXES_PER_LOCATION[0]
+    if out % BOXES_PER_LOCATION[0]:
+        raise ValueError(f"{source}: {key} has {out} outputs, not a multiple of {BOXES_PER_LOCATION[0]} boxes")
+    return out // BOXES_PER_LOCATION[0]
 
 
 # ----------------------------------------------------------------------------- converters
@@ -258,9 +159,9 @@ def from_torchvision_ssd300_vgg16(state_dict, num_classes: int | None = 91) -> d
     state = load_state_dict(state_dict)
     if num_classes is None:
         num_classes = _infer_num_classes(state, "head.classification_head.module_list.0.bias", "torchvision_ssd300")
-    check_keys(state, expected_shapes("torchvision_ssd300", num_classes), what="torchvision ssd300_vgg16 state dict",
+    _check_keys(state, expected_shapes("torchvision_ssd300", num_classes), what="torchvision ssd300_vgg16 state dict",
                hint=f"(converting for num_classes={num_classes}; num_classes=None reads it from the heads)")
-    return _convert(state, _layout("torchvision_ssd300", num_classes))
+    return _convert(state, layout("torchvision_ssd300", num_classes))
 
 
 def from_ssd_pytorch(state_dict, num_classes: int | None = 21) -> dict:
@@ -274,9 +175,9 @@ def from_ssd_pytorch(state_dict, num_classes: int | None = 21) -> dict:
     state = load_state_dict(state_dict)
     if num_classes is None:
         num_classes = _infer_num_classes(state, "conf.0.bias", "ssd_pytorch")
-    check_keys(state, expected_shapes("ssd_pytorch", num_classes), what="ssd.pytorch state dict",
+    _check_keys(state, expected_shapes("ssd_pytorch", num_classes), what="ssd.pytorch state dict",
                hint=f"(converting for num_classes={num_classes}; num_classes=None reads it from the heads)")
-    return _convert(state, _layout("ssd_pytorch", num_classes), bgr_first_conv=True)
+    return _convert(state, layout("ssd_pytorch", num_classes), bgr_first_conv=True)
 
 
 def vgg16_base_from_reducedfc(state_dict) -> dict:
@@ -286,8 +187,8 @@ def vgg16_base_from_reducedfc(state_dict) -> dict:
     The weights take BGR 0..255 minus (104, 117, 123); conv1_1 is flipped to our RGB order.
     """
     state = load_state_dict(state_dict)
-    check_keys(state, expected_shapes("vgg16_reducedfc"), what="vgg16_reducedfc state dict")
-    return _convert(state, _layout("vgg16_reducedfc"), bgr_first_conv=True)
+    _check_keys(state, expected_shapes("vgg16_reducedfc"), what="vgg16_reducedfc state dict")
+    return _convert(state, layout("vgg16_reducedfc"), bgr_first_conv=True)
 
 
 def subsample_fc6(weight, bias, in_channels: int = 512, window: int = 7) -> tuple:
@@ -322,8 +223,8 @@ def vgg16_base_from_torchvision_imagenet(state_dict, fold_normalization: bool = 
     expected = expected_shapes("vgg16_imagenet")
     if not include_fc:
         expected = {k: v for k, v in expected.items() if not k.startswith("classifier.")}
-    check_keys(state, expected, ignored=("classifier.",), what="torchvision vgg16 state dict")
-    params = _convert(state, _layout("vgg16_imagenet"))
+    _check_keys(state, expected, ignored=("classifier.",), what="torchvision vgg16 state dict")
+    params = _convert(state, layout("vgg16_imagenet"))
     if fold_normalization:
         params["base"]["conv1_1"] = fold_input_normalization(params["base"]["conv1_1"])
     bad = []
@@ -354,40 +255,6 @@ def fold_input_normalization(conv, mean=IMAGENET_MEAN_RGB, std=IMAGENET_STD_RGB,
     return {"kernel": new_kernel.astype(np.float32), "bias": new_bias.astype(np.float32)}
 
 
-# ----------------------------------------------------------------------------- synthetic weights
-
-_FIRST_CONV = {"torchvision_ssd300": "backbone.features.0.weight", "ssd_pytorch": "vgg.0.weight",
-               "vgg16_reducedfc": "0.weight", "vgg16_imagenet": "features.0.weight"}
-
-
-def synthetic_state_dict(source: str, num_classes: int | None = None, seed: int = 0) -> dict:
-    """Deterministic random state dict in ``source``'s layout (for tests; no PyTorch needed).
-
-    Tensor ``i`` of :func:`expected_shapes` is ``default_rng([seed, i]).standard_normal(shape)``
-    times a scale that keeps activations O(1) for 0..255 "caffe" inputs: weights
-    ``sqrt(2 / fan_in)`` (first conv also / 64, heads ``0.5 / sqrt(fan_in)``), biases 0.1,
-    L2Norm scales ``20 + standard_normal``. The fixture script and the tests both call this,
-    so fixtures store only inputs and outputs.
-    """
-    out = {}
-    for i, (name, shape) in enumerate(expected_shapes(source, num_classes).items()):
-        x = np.random.default_rng([seed, i]).standard_normal(shape)
-        if len(shape) > 1:
-            fan_in = int(np.prod(shape[1:]))
-            scale = np.sqrt(2.0 / fan_in)
-            if name == _FIRST_CONV[source]:
-                scale /= 64.0
-            if name.startswith(("head.", "loc.", "conf.")):
-                scale = 0.5 / np.sqrt(fan_in)
-            x = x * scale
-        elif name.endswith(".bias"):
-            x = x * 0.1
-        else:
-            x = 20.0 + x
-        out[name] = x.astype(np.float32)
-    return out
-
-
 # ----------------------------------------------------------------------------- workdir / CLI
 
 def model_info(source: str, num_classes: int) -> dict:
@@ -407,49 +274,15 @@ def model_info(source: str, num_classes: int) -> dict:
     return info
 
 
-# clip: "none" (Caffe), "all" = (cx, cy, w, h) clamped to [0, 1] (ssd.pytorch PriorBox, and
-# anchors.DefaultBoxSpec(clip=True)), "wh" = only w and h clamped (torchvision DefaultBoxGenerator:
-# the 10x10 map's last centres, (9 + 0.5) * 32 / 300 = 1.013, stay outside [0, 1]).
-TRAINED_ANCHORS = {"torchvision_ssd300": {"preset": "SSD300_COCO", "clip": "wh"},
-                   "ssd_pytorch": {"preset": "SSD300_VOC", "clip": "all"}}
-
-
-def trained_spec(info: dict, default=None):
-    """The ``anchors.DefaultBoxSpec`` named by ``model.json``'s ``"anchors"`` entry (see
-    :data:`TRAINED_ANCHORS`): the preset of ``ssd_jax.anchors`` with that clipping; ``default``
-    (the model factory's spec) when the entry is absent, as in workdirs written by training."""
-    from ssd_jax import anchors
-
-    entry = info.get("anchors")
-    if not entry:
-        if default is None:
-            raise ValueError("model.json has no 'anchors' entry and no default spec was given")
-        return default
-    spec = getattr(anchors, entry["preset"], None)
-    if not isinstance(spec, anchors.DefaultBoxSpec):
-        raise ValueError(f"model.json anchors: unknown preset {entry['preset']!r}")
-    clip = {"none": False, "all": True, "wh": "wh"}.get(entry.get("clip", "none"))
-    if clip is None:
-        raise ValueError(f"model.json anchors: clip must be none, all or wh, got {entry.get('clip')!r}")
-    return spec.replace(clip=clip)
-
-
-def trained_default_boxes(info: dict) -> np.ndarray:
-    """Default boxes ``float32 [A, 4]`` ``(cx, cy, w, h)`` of :func:`trained_spec`."""
-    from ssd_jax import anchors
-
-    return anchors.default_boxes(trained_spec(info, anchors.SSD300_VOC))
-
-
 def convert_file(source: str, state_dict, num_classes: int | None = None) -> tuple[dict, int]:
     """``(params, num_classes)`` for one of :data:`SOURCES`; base-only sources give ``{"base": ...}``
     and ``num_classes`` (default 21) only names the classes of the workdir they go into."""
     if source == "torchvision_ssd300":
         params = from_torchvision_ssd300_vgg16(state_dict, num_classes)
-        return params, params["heads"]["conf_0"]["bias"].shape[0] // _BOXES_PER_LOCATION[0]
+        return params, params["heads"]["conf_0"]["bias"].shape[0] // BOXES_PER_LOCATION[0]
     if source == "ssd_pytorch":
         params = from_ssd_pytorch(state_dict, num_classes)
-        return params, params["heads"]["conf_0"]["bias"].shape[0] // _BOXES_PER_LOCATION[0]
+        return params, params["heads"]["conf_0"]["bias"].shape[0] // BOXES_PER_LOCATION[0]
     if source == "vgg16_imagenet":
         return vgg16_base_from_torchvision_imagenet(state_dict), num_classes or 21
     if source == "vgg16_reducedfc":

@@ -2,7 +2,7 @@
 
 The fixtures (tests/fixtures/convert, made by experiments/make_convert_fixtures.py with torch
 2.14.1 / torchvision 0.29.1) hold a synthetic image, the PyTorch models' raw head outputs and
-torchvision's post-processed detections for weights from ``convert.synthetic_state_dict``;
+torchvision's post-processed detections for weights from ``ssd_jax.testing.synthetic_state_dict``;
 here the same weights are rebuilt in NumPy (no PyTorch), converted, and run through our model.
 """
 
@@ -16,7 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssd_jax import anchors, boxes, checkpoints, convert, models, postprocess
+from ssd_jax import anchors, boxes, checkpoints, convert, convert_layouts, models, postprocess
+from ssd_jax.testing import synthetic_state_dict
+from ssd_jax.trained_anchors import trained_default_boxes
 from ssd_jax.data.normalize import normalize
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "convert")
@@ -40,7 +42,7 @@ def tv():
     """torchvision fixture + our model's outputs on the exact tensor torchvision's backbone saw."""
     fx = _fixture("torchvision_ssd300.npz")
     num_classes = fx["cls_logits"].shape[-1]
-    params = convert.from_torchvision_ssd300_vgg16(convert.synthetic_state_dict("torchvision_ssd300", num_classes),
+    params = convert.from_torchvision_ssd300_vgg16(synthetic_state_dict("torchvision_ssd300", num_classes),
                                                    num_classes=num_classes)
     module, _ = models.create("ssd300_vgg16", num_classes)
     loc, logits = jax.jit(module.apply)({"params": params}, jnp.asarray(fx["input"])[None])
@@ -51,7 +53,7 @@ def tv():
 def sp():
     fx = _fixture("ssd_pytorch.npz")
     num_classes = fx["conf"].shape[-1]
-    params = convert.from_ssd_pytorch(convert.synthetic_state_dict("ssd_pytorch", num_classes), num_classes=None)
+    params = convert.from_ssd_pytorch(synthetic_state_dict("ssd_pytorch", num_classes), num_classes=None)
     module, _ = models.create("ssd300_vgg16", num_classes)
     x = normalize(fx["image"], "caffe")  # our RGB caffe input; the fixture fed BGR - (104, 117, 123)
     loc, logits = jax.jit(module.apply)({"params": params}, jnp.asarray(x)[None])
@@ -65,9 +67,9 @@ def test_expected_shapes_equal_the_real_pytorch_state_dicts():
         layouts = json.load(f)
     for source in ("torchvision_ssd300", "ssd_pytorch", "vgg16_reducedfc"):
         real = {k: tuple(v) for k, v in layouts[source]["shapes"].items()}
-        assert convert.expected_shapes(source, layouts[source]["num_classes"]) == real, source
+        assert convert_layouts.expected_shapes(source, layouts[source]["num_classes"]) == real, source
     real = {k: tuple(v) for k, v in layouts["vgg16_imagenet"]["shapes"].items()}
-    ours = convert.expected_shapes("vgg16_imagenet")
+    ours = convert_layouts.expected_shapes("vgg16_imagenet")
     assert {k: real[k] for k in ours} == ours
     assert sorted(set(real) - set(ours)) == ["classifier.6.bias", "classifier.6.weight"]
 
@@ -77,13 +79,13 @@ def test_converted_tree_is_exactly_the_model_params_tree(source):
     module, spec = models.create("ssd300_vgg16", 7)
     want = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, 300, 300, 3))))["params"]
     fn = convert.from_torchvision_ssd300_vgg16 if source == "torchvision_ssd300" else convert.from_ssd_pytorch
-    got = fn(convert.synthetic_state_dict(source, 7), num_classes=7)
+    got = fn(synthetic_state_dict(source, 7), num_classes=7)
     assert _shapes(got) == _shapes(flax.core.unfreeze(want))
     assert all(x.dtype == np.float32 for x in jax.tree_util.tree_leaves(got))
 
 
 def test_kernel_layout_and_bgr_flip_by_hand():
-    sd = convert.synthetic_state_dict("ssd_pytorch", 3)
+    sd = synthetic_state_dict("ssd_pytorch", 3)
     p = convert.from_ssd_pytorch(sd, 3)
     w = sd["vgg.0.weight"]  # [O, I(BGR), kh, kw]
     k = p["base"]["conv1_1"]["kernel"]  # [kh, kw, I(RGB), O]
@@ -113,14 +115,14 @@ def test_torchvision_raw_head_outputs_match(tv):
 
 def test_torchvision_default_boxes(tv):
     """SSD300_COCO with only w, h clipped (centres of the 10x10 map reach 304 px)."""
-    ours = convert.trained_default_boxes(convert.model_info("torchvision_ssd300", 91))
+    ours = trained_default_boxes(convert.model_info("torchvision_ssd300", 91))
     np.testing.assert_allclose(np.asarray(boxes.center_to_corners(ours)) * 300, tv[0]["anchors"], atol=1e-3)
     assert ours[:, :2].max() > 1.01
 
 
 def test_torchvision_detections_match(tv):
     fx, _, loc, logits = tv
-    a = jnp.asarray(convert.trained_default_boxes(convert.model_info("torchvision_ssd300", 91)))
+    a = jnp.asarray(trained_default_boxes(convert.model_info("torchvision_ssd300", 91)))
     det = postprocess.detect(jnp.asarray(loc)[None], jnp.asarray(logits)[None], a, score_threshold=0.01,
                              iou_threshold=0.45, pre_nms_top_k=400, max_detections=200)
     n = int(det.num_valid[0])
@@ -132,7 +134,7 @@ def test_torchvision_detections_match(tv):
 
 def test_coco_class_names_are_torchvisions():
     fx = _fixture("torchvision_ssd300.npz")
-    assert tuple(str(s) for s in fx["coco_categories"]) == convert.COCO_91_CLASS_NAMES
+    assert tuple(str(s) for s in fx["coco_categories"]) == convert_layouts.COCO_91_CLASS_NAMES
     info = convert.model_info("torchvision_ssd300", 91)
     assert info["class_names"][12] == "N/A" and len(info["class_names"]) == 91
     assert info["anchors"] == {"preset": "SSD300_COCO", "clip": "wh"}
@@ -148,13 +150,13 @@ def test_ssd_pytorch_raw_outputs_match(sp):
 
 def test_ssd_pytorch_priors_are_clipped_ssd300_voc():
     fx = _fixture("ssd_pytorch.npz")
-    ours = convert.trained_default_boxes(convert.model_info("ssd_pytorch", 21))
+    ours = trained_default_boxes(convert.model_info("ssd_pytorch", 21))
     np.testing.assert_allclose(ours, fx["priors"], atol=1e-6)
     np.testing.assert_allclose(anchors.default_boxes(anchors.SSD300_VOC.replace(clip=True)), fx["priors"], atol=1e-6)
 
 
 def test_vgg16_reducedfc_is_the_ssd_pytorch_base():
-    full = convert.synthetic_state_dict("ssd_pytorch", 21)
+    full = synthetic_state_dict("ssd_pytorch", 21)
     reduced = {k[len("vgg."):]: v for k, v in full.items() if k.startswith("vgg.")}
     base = convert.vgg16_base_from_reducedfc(reduced)
     want = convert.from_ssd_pytorch(full)["base"]
@@ -187,7 +189,7 @@ def test_subsample_fc6_fc7_take_the_expected_slices():
 
 def _imagenet_state_dict():
     """Real vgg16 shapes; the 100M-entry classifier matrices are zero-copy broadcasts."""
-    shapes = convert.expected_shapes("vgg16_imagenet")
+    shapes = convert_layouts.expected_shapes("vgg16_imagenet")
     rng = np.random.default_rng(1)
     sd = {k: rng.standard_normal(s).astype(np.float32) * 0.01 for k, s in shapes.items()
           if not k.startswith("classifier.")}
@@ -239,7 +241,7 @@ def test_vgg16_imagenet_features_weights_with_nan_classifier_need_include_fc_fal
 # ----------------------------------------------------------------------------- errors
 
 def test_all_key_problems_are_reported_together():
-    sd = convert.synthetic_state_dict("torchvision_ssd300", 4)
+    sd = synthetic_state_dict("torchvision_ssd300", 4)
     del sd["backbone.features.5.weight"], sd["head.regression_head.module_list.3.bias"]
     sd["backbone.extra.2.0.weight"] = np.zeros((1, 1, 1, 1), np.float32)
     sd["foo.bar"] = np.zeros(3, np.float32)
@@ -251,7 +253,7 @@ def test_all_key_problems_are_reported_together():
                   "(expected (128, 512, 1, 1))"):
         assert piece in msg, piece
     with pytest.raises(ValueError, match=r"wrong shape \(12\): conf.0.weight: \(24, 512, 3, 3\) \(expected \(84, 512"):
-        convert.from_ssd_pytorch({"module." + k: v for k, v in convert.synthetic_state_dict("ssd_pytorch", 6).items()})
+        convert.from_ssd_pytorch({"module." + k: v for k, v in synthetic_state_dict("ssd_pytorch", 6).items()})
 
 
 def test_reading_pth_without_torch_names_the_extra(tmp_path, monkeypatch):
@@ -272,7 +274,7 @@ def test_cli_writes_a_loadable_workdir_and_base_only_init_from(tmp_path, sp):
     _, params, _, _ = sp
     num_classes = params["heads"]["conf_0"]["bias"].shape[0] // 4
     sd_path = tmp_path / "ssd.npz"
-    np.savez(sd_path, **convert.synthetic_state_dict("ssd_pytorch", num_classes))
+    np.savez(sd_path, **synthetic_state_dict("ssd_pytorch", num_classes))
     convert.main(["--from", "ssd_pytorch", str(sd_path), "--workdir", str(tmp_path / "full")])
     info = checkpoints.read_model_info(str(tmp_path / "full"))
     assert info["model"] == "ssd300_vgg16" and info["num_classes"] == num_classes
@@ -284,12 +286,13 @@ def test_cli_writes_a_loadable_workdir_and_base_only_init_from(tmp_path, sp):
     assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, dict(variables["params"]), params))
     # The Detector decodes against the default boxes the weights were trained with (ssd.pytorch's
     # PriorBox: SSD300_VOC with all four values clipped), not the factory's unclipped ones.
-    from ssd_jax import anchors, detect
-    detector = detect.Detector.from_workdir(str(tmp_path / "full"))
+    from ssd_jax import anchors
+    from ssd_jax.detector import Detector
+    detector = Detector.from_workdir(str(tmp_path / "full"))
     assert detector.spec == anchors.SSD300_VOC.replace(clip=True)
 
     # Base-only workdir (vgg16_reducedfc) -> init_from copies exactly the base arrays.
-    reduced = {k[len("vgg."):]: v for k, v in convert.synthetic_state_dict("ssd_pytorch", 21).items()
+    reduced = {k[len("vgg."):]: v for k, v in synthetic_state_dict("ssd_pytorch", 21).items()
                if k.startswith("vgg.")}
     np.savez(tmp_path / "reduced.npz", **reduced)
     convert.main(["--from", "vgg16_reducedfc", str(tmp_path / "reduced.npz"), "--workdir", str(tmp_path / "base")])

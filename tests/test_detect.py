@@ -1,4 +1,5 @@
-"""Tests of ssd_jax.detect: Detector restore, pixel mapping, overrides, bucketing, bad input, CLI."""
+"""Detector restore, pixel mapping, overrides, bucketing, bad input (ssd_jax.detector, ssd_jax.images)
+and the command line (ssd_jax.detect)."""
 
 import json
 import os
@@ -15,7 +16,9 @@ from ssd_jax import boxes as box_lib
 from ssd_jax import checkpoints, configs, models, postprocess, train
 from ssd_jax.data.normalize import normalize
 from ssd_jax.data.shapes import generate_example
-from ssd_jax.detect import Detector, ImageDetections, load_image, main, to_pixel_boxes, to_rgb_uint8
+from ssd_jax.detect import main
+from ssd_jax.detector import Detector, ImageDetections
+from ssd_jax.images import load_image, to_pixel_boxes, to_rgb_uint8
 
 IMAGE_SIZE = 64
 

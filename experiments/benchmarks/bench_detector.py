@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssd_jax import models
-from ssd_jax.detect import Detector
+from ssd_jax.detector import Detector
 from timing import interleaved_medians
 
 
