@@ -6,54 +6,22 @@ subprocesses (absl flags are process-global) that read the same tiny config.
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
+import train_helpers as h
 from ssd_jax import configs, train
 
-STEPS = 6
-# The tiny config, as command-line overrides and as a function of the config object.
-OVERRIDES = {
-    "num_steps": STEPS, "batch_size": 8, "image_size": 64, "log_every": 1, "checkpoint_every": 3,
-    "eval.every": 0, "eval.batch_size": 8, "eval.with_coco": False, "eval.num_sample_images": 2,
-    "data.shapes.num_train": 48, "data.shapes.num_eval": 8, "data.shapes.image_size": 64,
-    "postprocess.max_detections": 20, "optimizer.warmup_steps": 2,
-}
-
-
-def tiny_config(**extra):
-    config = configs.load("shapes")
-    for key, value in {**OVERRIDES, **extra}.items():
-        *path, leaf = key.split(".")
-        node = config
-        for p in path:
-            node = node[p]
-        node[leaf] = value
-    return config
-
-
-def run_cli(workdir, *extra_args, devices=8, module="ssd_jax.train"):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               TF_CPP_MIN_LOG_LEVEL="2")
-    args = [sys.executable, "-m", module, "--config", "shapes", "--workdir", str(workdir)]
-    args += [f"--config.{k}={v}" for k, v in OVERRIDES.items()] + list(extra_args)
-    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
-
-
-def logged_losses(workdir):
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f]
-    return {r["step"]: r["loss"] for r in rows if r["split"] == "train"}
+STEPS = h.OVERRIDES["num_steps"]
+CLI_TIMEOUT_S = 600
 
 
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("reference")
-    result = train.train_and_evaluate(tiny_config(), str(workdir))
+    result = train.train_and_evaluate(h.tiny_config(), str(workdir))
     return workdir, result
 
 
@@ -76,19 +44,19 @@ def test_cli_on_one_device_then_resumed_on_eight_matches_the_reference(reference
     continues exactly where the uninterrupted in-process run (8 devices) went.
     """
     _, reference = reference_run
-    first = run_cli(tmp_path, "--config.num_steps=3", devices=1)
+    first = h.run(tmp_path, "--config.num_steps=3", devices=1, timeout=CLI_TIMEOUT_S)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "1 cpu device(s)" in first.stdout
-    second = run_cli(tmp_path, devices=8)
+    second = h.run(tmp_path, devices=8, timeout=CLI_TIMEOUT_S)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resumed" in second.stdout and "at step 3" in second.stdout
-    logged = logged_losses(tmp_path)
+    logged = h.logged_losses(tmp_path)
     assert sorted(logged) == list(range(1, STEPS + 1))  # steps 4..6 ran once, after 1..3
     np.testing.assert_allclose([logged[s] for s in range(1, STEPS + 1)], reference["losses"], rtol=1e-4)
 
 
 def test_override_typo_names_the_closest_field(tmp_path):
-    run = run_cli(tmp_path, "--config.optimizer.lrr=0.1")
+    run = h.run(tmp_path, "--config.optimizer.lrr=0.1", devices=8, timeout=CLI_TIMEOUT_S)
     assert run.returncode != 0
     assert "lrr" in run.stderr and 'Did you mean "lr"' in run.stderr
 
@@ -105,7 +73,7 @@ def test_batch_that_does_not_divide_over_devices_is_a_clear_error():
 
 
 def test_non_finite_loss_stops_with_the_step(tmp_path):
-    config = tiny_config(**{"optimizer.lr": 1e30, "optimizer.warmup_steps": 0, "optimizer.name": "sgd",
+    config = h.tiny_config(**{"optimizer.lr": 1e30, "optimizer.warmup_steps": 0, "optimizer.name": "sgd",
                             "checkpoint_every": 1})
     with pytest.raises(train.NonFiniteLossError, match=r"non-finite loss .* at step \d") as err:
         train.train_and_evaluate(config, str(tmp_path))
@@ -153,8 +121,8 @@ def _one_step(config):
 
 def test_frozen_layers_stay_fixed_and_their_backward_pass_is_not_computed():
     frozen = ("base/conv1", "base/conv1_bn", "base/conv2")
-    before, after, step = _one_step(tiny_config(**{"optimizer.frozen": frozen, "optimizer.warmup_steps": 0}))
-    _, _, step_all = _one_step(tiny_config(**{"optimizer.warmup_steps": 0}))
+    before, after, step = _one_step(h.tiny_config(**{"optimizer.frozen": frozen, "optimizer.warmup_steps": 0}))
+    _, _, step_all = _one_step(h.tiny_config(**{"optimizer.warmup_steps": 0}))
     for name, old in before.params["base"].items():
         changed = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(old),
                                                            jax.tree.leaves(after.params["base"][name]))]
@@ -166,4 +134,4 @@ def test_frozen_layers_stay_fixed_and_their_backward_pass_is_not_computed():
 
 def test_frozen_path_typo_is_a_config_error():
     with pytest.raises(train.ConfigError, match=r"base/conv9.*name no parameters"):
-        train.build_task(tiny_config(**{"optimizer.frozen": ("base/conv9",)}))
+        train.build_task(h.tiny_config(**{"optimizer.frozen": ("base/conv9",)}))
