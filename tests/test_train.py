@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import train_helpers as h
-from ssd_jax import configs, train
+from ssd_jax import configs, train, train_utils
+from ssd_jax.errors import ConfigError, NonFiniteLossError
 
 STEPS = h.OVERRIDES["num_steps"]
 CLI_TIMEOUT_S = 600
@@ -68,14 +69,14 @@ def test_unknown_config_name_lists_the_packaged_ones():
 
 def test_batch_that_does_not_divide_over_devices_is_a_clear_error():
     assert jax.device_count() == 8
-    with pytest.raises(train.ConfigError, match="batch_size=12 does not divide by the 8 devices"):
-        train.check_batch_size(12)
+    with pytest.raises(ConfigError, match="batch_size=12 does not divide by the 8 devices"):
+        train_utils.check_batch_size(12)
 
 
 def test_non_finite_loss_stops_with_the_step(tmp_path):
     config = h.tiny_config(**{"optimizer.lr": 1e30, "optimizer.warmup_steps": 0, "optimizer.name": "sgd",
                             "checkpoint_every": 1})
-    with pytest.raises(train.NonFiniteLossError, match=r"non-finite loss .* at step \d") as err:
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss .* at step \d") as err:
         train.train_and_evaluate(config, str(tmp_path))
     bad_step = int(str(err.value).split("at step ")[1].split(";")[0])
     kept = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints"))
@@ -107,15 +108,15 @@ def test_every_packaged_config_loads_and_names_a_registered_model():
 
 def _one_step(config):
     """(state before, state after, compiled step) of one training step on a synthetic batch, 1 device."""
-    task = train.build_task(config)
-    state = train.init_state(task, seed=0)
+    task = train_utils.build_task(config)
+    state = train_utils.init_state(task, seed=0)
     h, w = task.spec.image_size
     rng = np.random.default_rng(0)
     xy = rng.uniform(0, 0.5, (8, 2, 2))
     batch = {"image": rng.normal(size=(8, h, w, 3)).astype(np.float32),
              "boxes": np.concatenate([xy, xy + 0.4], -1).astype(np.float32),
              "labels": np.ones((8, 2), np.int32), "mask": np.ones((8, 2), bool)}
-    step = jax.jit(train.make_train_step(task, config)).lower(state, batch).compile()
+    step = jax.jit(train_utils.make_train_step(task, config)).lower(state, batch).compile()
     return state, step(state, batch)[0], step
 
 
@@ -133,5 +134,5 @@ def test_frozen_layers_stay_fixed_and_their_backward_pass_is_not_computed():
 
 
 def test_frozen_path_typo_is_a_config_error():
-    with pytest.raises(train.ConfigError, match=r"base/conv9.*name no parameters"):
-        train.build_task(h.tiny_config(**{"optimizer.frozen": ("base/conv9",)}))
+    with pytest.raises(ConfigError, match=r"base/conv9.*name no parameters"):
+        train_utils.build_task(h.tiny_config(**{"optimizer.frozen": ("base/conv9",)}))
