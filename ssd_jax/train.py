@@ -92,11 +92,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         seed=config.seed, start_step=start_step, process_index=jax.process_index(),
         process_count=jax.process_count())
 
-    def save(step):
+    def save(step, state):
         ckpt.save(step, {"params": state.params, "batch_stats": state.batch_stats},
                   {"opt_state": state.opt_state, "step": state.step})
 
-    def run_eval(step):
+    def run_eval(step, state):
         t0 = time.time()
         result = evaluate_split(task, config, model_variables(state), predict, mesh)
         ckpt.save_best(step, {"params": state.params, "batch_stats": state.batch_stats}, result)
@@ -162,12 +162,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     stopped_by = stopping
                     break
                 if save_now:
-                    save(step)
+                    save(step, state)
                 if eval_now:
-                    result, last_eval_step = run_eval(step), step
+                    result, last_eval_step = run_eval(step, state), step
             if pending is not None:
                 check(*pending)
-            save(step)
+            save(step, state)
             if stopped_by:
                 ckpt.wait()
                 if is_main:
@@ -175,7 +175,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                           f"{os.path.join(workdir, 'checkpoints')}; re-run the same command to resume.", flush=True)
                 return {"losses": losses_seen, "stopped_by": stopped_by, "step": step}
             if last_eval_step != step:
-                result, last_eval_step = run_eval(step), step
+                result, last_eval_step = run_eval(step, state), step
         finally:
             ckpt.wait()
 
