@@ -5,6 +5,9 @@ the config (the workdir's own ``config.json`` unless ``--config`` names another,
 on a different dataset), and prints the paper-style per-class table (class, AP, number of ground
 truths), the mean, and the 12 COCO numbers. Writes ``eval_<checkpoint>.json``, the table and a
 PNG of per-class precision-recall curves into the workdir.
+
+The pass over the eval split is ``ssd_jax.evaluation.split_pass.evaluate_split`` (the trainer's
+evaluation too); the metrics are the NumPy ``ssd_jax.evaluation`` package.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import jax
 import ml_collections
 
 from ssd_jax import anchors as anchor_lib
-from ssd_jax import checkpoints, convert, xla_options
+from ssd_jax import checkpoints, configs, convert, xla_options
 
 
 def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
@@ -32,12 +35,13 @@ def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
 
 def evaluate_workdir(workdir: str, checkpoint: str = "best", config=None) -> dict:
     """Restores ``checkpoint`` of ``workdir`` and evaluates it; returns the metrics dict."""
-    from ssd_jax import train
+    from ssd_jax import train_utils
     from ssd_jax.evaluation import format_table, write_report
+    from ssd_jax.evaluation.split_pass import evaluate_split
 
     config = config if config is not None else load_workdir_config(workdir)
     variables, step = checkpoints.load_model_variables(workdir, checkpoint)
-    task = train.build_task(config)
+    task = train_utils.build_task(config)
     info = checkpoints.read_model_info(workdir)
     spec = convert.trained_spec(info, task.spec)  # converted weights carry their own default boxes
     task = dataclasses.replace(task, spec=spec, anchors=anchor_lib.default_boxes(spec))
@@ -45,9 +49,9 @@ def evaluate_workdir(workdir: str, checkpoint: str = "best", config=None) -> dic
     if trained_classes != len(task.class_names):
         raise ValueError(f"{workdir} was trained for {trained_classes} classes but the eval dataset has "
                          f"{len(task.class_names)} ({', '.join(task.class_names)})")
-    mesh = train.make_mesh()
-    predict = jax.jit(train.make_predict_step(task, config), compiler_options=xla_options.compiler_options())
-    result = train.evaluate(task, config, variables, predict, mesh)
+    mesh = train_utils.make_mesh()
+    predict = jax.jit(train_utils.make_predict_step(task, config), compiler_options=xla_options.compiler_options())
+    result = evaluate_split(task, config, variables, predict, mesh)
     result["step"] = step
     print(f"{workdir}: checkpoint {checkpoint} (step {step})")
     print(format_table(result, task.class_names))
@@ -74,8 +78,7 @@ def main(argv=None):
             print(f"error: {e}", file=sys.stderr)
             sys.exit(1)
 
-    from ssd_jax.train import _resolve_config_argument
-    app.run(run, argv=_resolve_config_argument(sys.argv if argv is None else argv))
+    app.run(run, argv=configs.resolve_argv(sys.argv if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -269,7 +269,7 @@ def test_reading_pth_without_torch_names_the_extra(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- workdir / CLI
 
 def test_cli_writes_a_loadable_workdir_and_base_only_init_from(tmp_path, sp):
-    from ssd_jax import train
+    from ssd_jax import train_utils
 
     _, params, _, _ = sp
     num_classes = params["heads"]["conf_0"]["bias"].shape[0] // 4
@@ -300,8 +300,8 @@ def test_cli_writes_a_loadable_workdir_and_base_only_init_from(tmp_path, sp):
     module, _ = models.create("ssd300_vgg16", 21)
     shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, 300, 300, 3))))["params"]
     fresh = jax.tree_util.tree_map(lambda s: np.full(s.shape, 0.5, np.float32), flax.core.unfreeze(shapes))
-    state = train.TrainState(step=np.int32(0), params=fresh, batch_stats={}, opt_state=None)
-    loaded = train.load_pretrained(state, str(tmp_path / "base"))
+    state = train_utils.TrainState(step=np.int32(0), params=fresh, batch_stats={}, opt_state=None)
+    loaded = train_utils.load_pretrained(state, str(tmp_path / "base"))
     want = convert.vgg16_base_from_reducedfc(reduced)["base"]
     np.testing.assert_array_equal(loaded.params["base"]["fc7"]["kernel"], want["fc7"]["kernel"])
     np.testing.assert_array_equal(loaded.params["base"]["conv1_1"]["kernel"], want["conv1_1"]["kernel"])

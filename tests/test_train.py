@@ -6,54 +6,23 @@ subprocesses (absl flags are process-global) that read the same tiny config.
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
-from ssd_jax import configs, train
+import train_helpers as h
+from ssd_jax import configs, train, train_utils
+from ssd_jax.errors import ConfigError, NonFiniteLossError
 
-STEPS = 6
-# The tiny config, as command-line overrides and as a function of the config object.
-OVERRIDES = {
-    "num_steps": STEPS, "batch_size": 8, "image_size": 64, "log_every": 1, "checkpoint_every": 3,
-    "eval.every": 0, "eval.batch_size": 8, "eval.with_coco": False, "eval.num_sample_images": 2,
-    "data.shapes.num_train": 48, "data.shapes.num_eval": 8, "data.shapes.image_size": 64,
-    "postprocess.max_detections": 20, "optimizer.warmup_steps": 2,
-}
-
-
-def tiny_config(**extra):
-    config = configs.load("shapes")
-    for key, value in {**OVERRIDES, **extra}.items():
-        *path, leaf = key.split(".")
-        node = config
-        for p in path:
-            node = node[p]
-        node[leaf] = value
-    return config
-
-
-def run_cli(workdir, *extra_args, devices=8, module="ssd_jax.train"):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               TF_CPP_MIN_LOG_LEVEL="2")
-    args = [sys.executable, "-m", module, "--config", "shapes", "--workdir", str(workdir)]
-    args += [f"--config.{k}={v}" for k, v in OVERRIDES.items()] + list(extra_args)
-    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
-
-
-def logged_losses(workdir):
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f]
-    return {r["step"]: r["loss"] for r in rows if r["split"] == "train"}
+STEPS = h.OVERRIDES["num_steps"]
+CLI_TIMEOUT_S = 600
 
 
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("reference")
-    result = train.train_and_evaluate(tiny_config(), str(workdir))
+    result = train.train_and_evaluate(h.tiny_config(), str(workdir))
     return workdir, result
 
 
@@ -76,19 +45,19 @@ def test_cli_on_one_device_then_resumed_on_eight_matches_the_reference(reference
     continues exactly where the uninterrupted in-process run (8 devices) went.
     """
     _, reference = reference_run
-    first = run_cli(tmp_path, "--config.num_steps=3", devices=1)
+    first = h.run(tmp_path, "--config.num_steps=3", devices=1, timeout=CLI_TIMEOUT_S)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "1 cpu device(s)" in first.stdout
-    second = run_cli(tmp_path, devices=8)
+    second = h.run(tmp_path, devices=8, timeout=CLI_TIMEOUT_S)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resumed" in second.stdout and "at step 3" in second.stdout
-    logged = logged_losses(tmp_path)
+    logged = h.logged_losses(tmp_path)
     assert sorted(logged) == list(range(1, STEPS + 1))  # steps 4..6 ran once, after 1..3
     np.testing.assert_allclose([logged[s] for s in range(1, STEPS + 1)], reference["losses"], rtol=1e-4)
 
 
 def test_override_typo_names_the_closest_field(tmp_path):
-    run = run_cli(tmp_path, "--config.optimizer.lrr=0.1")
+    run = h.run(tmp_path, "--config.optimizer.lrr=0.1", devices=8, timeout=CLI_TIMEOUT_S)
     assert run.returncode != 0
     assert "lrr" in run.stderr and 'Did you mean "lr"' in run.stderr
 
@@ -100,14 +69,14 @@ def test_unknown_config_name_lists_the_packaged_ones():
 
 def test_batch_that_does_not_divide_over_devices_is_a_clear_error():
     assert jax.device_count() == 8
-    with pytest.raises(train.ConfigError, match="batch_size=12 does not divide by the 8 devices"):
-        train.check_batch_size(12)
+    with pytest.raises(ConfigError, match="batch_size=12 does not divide by the 8 devices"):
+        train_utils.check_batch_size(12)
 
 
 def test_non_finite_loss_stops_with_the_step(tmp_path):
-    config = tiny_config(**{"optimizer.lr": 1e30, "optimizer.warmup_steps": 0, "optimizer.name": "sgd",
+    config = h.tiny_config(**{"optimizer.lr": 1e30, "optimizer.warmup_steps": 0, "optimizer.name": "sgd",
                             "checkpoint_every": 1})
-    with pytest.raises(train.NonFiniteLossError, match=r"non-finite loss .* at step \d") as err:
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss .* at step \d") as err:
         train.train_and_evaluate(config, str(tmp_path))
     bad_step = int(str(err.value).split("at step ")[1].split(";")[0])
     kept = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints"))
@@ -139,22 +108,22 @@ def test_every_packaged_config_loads_and_names_a_registered_model():
 
 def _one_step(config):
     """(state before, state after, compiled step) of one training step on a synthetic batch, 1 device."""
-    task = train.build_task(config)
-    state = train.init_state(task, seed=0)
+    task = train_utils.build_task(config)
+    state = train_utils.init_state(task, seed=0)
     h, w = task.spec.image_size
     rng = np.random.default_rng(0)
     xy = rng.uniform(0, 0.5, (8, 2, 2))
     batch = {"image": rng.normal(size=(8, h, w, 3)).astype(np.float32),
              "boxes": np.concatenate([xy, xy + 0.4], -1).astype(np.float32),
              "labels": np.ones((8, 2), np.int32), "mask": np.ones((8, 2), bool)}
-    step = jax.jit(train.make_train_step(task, config)).lower(state, batch).compile()
+    step = jax.jit(train_utils.make_train_step(task, config)).lower(state, batch).compile()
     return state, step(state, batch)[0], step
 
 
 def test_frozen_layers_stay_fixed_and_their_backward_pass_is_not_computed():
     frozen = ("base/conv1", "base/conv1_bn", "base/conv2")
-    before, after, step = _one_step(tiny_config(**{"optimizer.frozen": frozen, "optimizer.warmup_steps": 0}))
-    _, _, step_all = _one_step(tiny_config(**{"optimizer.warmup_steps": 0}))
+    before, after, step = _one_step(h.tiny_config(**{"optimizer.frozen": frozen, "optimizer.warmup_steps": 0}))
+    _, _, step_all = _one_step(h.tiny_config(**{"optimizer.warmup_steps": 0}))
     for name, old in before.params["base"].items():
         changed = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(old),
                                                            jax.tree.leaves(after.params["base"][name]))]
@@ -165,5 +134,5 @@ def test_frozen_layers_stay_fixed_and_their_backward_pass_is_not_computed():
 
 
 def test_frozen_path_typo_is_a_config_error():
-    with pytest.raises(train.ConfigError, match=r"base/conv9.*name no parameters"):
-        train.build_task(tiny_config(**{"optimizer.frozen": ("base/conv9",)}))
+    with pytest.raises(ConfigError, match=r"base/conv9.*name no parameters"):
+        train_utils.build_task(h.tiny_config(**{"optimizer.frozen": ("base/conv9",)}))

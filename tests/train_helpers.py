@@ -1,7 +1,6 @@
-"""Shared by the multi-process and preemption tests: the tiny shapes config of test_train.py as
-command-line overrides, and ways to start ``python -m ssd_jax.train`` in subprocesses.
-
-(A copy of test_train.py's ``OVERRIDES`` with a longer run; ``tests`` is not a package.)
+"""Shared by the training, multi-process and preemption tests: the tiny shapes config, as
+command-line overrides and as a config object, and ways to start ``python -m ssd_jax.train`` in
+subprocesses. (``tests`` is not a package: the tests ``import train_helpers``.)
 """
 
 import json
@@ -10,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+
+from ssd_jax import configs
 
 OVERRIDES = {
     "num_steps": 6, "batch_size": 8, "image_size": 64, "log_every": 1, "checkpoint_every": 3,
@@ -23,6 +24,18 @@ TIMEOUT_S = 300
 # compilation through the persistent cache.
 RUN = dict(num_steps=6, checkpoint_every=2)
 DEVICES = 4
+
+
+def tiny_config(**extra):
+    """The packaged shapes config with OVERRIDES and then ``extra`` (dotted keys) applied."""
+    config = configs.load("shapes")
+    for key, value in {**OVERRIDES, **extra}.items():
+        *path, leaf = key.split(".")
+        node = config
+        for p in path:
+            node = node[p]
+        node[leaf] = value
+    return config
 
 
 def cli_args(workdir, *extra_args, **overrides):
@@ -54,9 +67,11 @@ def start(workdir, *extra_args, devices=DEVICES, env=None, **overrides):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
 
 
-def run(workdir, *extra_args, devices=DEVICES, env=None, **overrides) -> subprocess.CompletedProcess:
+def run(workdir, *extra_args, devices=DEVICES, env=None, timeout=TIMEOUT_S,
+        **overrides) -> subprocess.CompletedProcess:
+    """A training subprocess run to its end (stdout and stderr captured as text)."""
     return subprocess.run(cli_args(workdir, *extra_args, **overrides), env=cli_env(devices, env),
-                          capture_output=True, text=True, timeout=TIMEOUT_S)
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def wait_for_line(proc, prefix: str, timeout=TIMEOUT_S) -> list[str]:

@@ -1,0 +1,9 @@
+"""Errors the command lines report as one ``error: ...`` line, without a traceback."""
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work (reported without a traceback by the command line)."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or inf."""
