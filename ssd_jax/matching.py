@@ -9,12 +9,23 @@ Everything else is background (label 0).
 
 Step 1 comes in two flavours:
   * ``mode="argmax"`` (torchvision ``SSDMatcher``, ssd.pytorch): ground truth ``j``
-    claims ``argmax_a IoU(j, a)`` (the first such box on ties; IoUs within float rounding
-    of each other count as ties, as they do between implementations). If two ground truths
-    claim one box, the one with the higher index wins, as with the sequential writes in
-    those ports.
+    claims ``argmax_a IoU(j, a)``, the LOWEST default-box index among tied boxes, as
+    ``torch.argmax``/``np.argmax`` give. If two ground truths claim one box, the higher
+    ground-truth index wins: the last of the sequential writes in ssd.pytorch's loop and in
+    torchvision's ``matches[best_box_per_gt] = arange(G)`` (PyTorch leaves duplicate indices
+    unspecified; its CPU kernel writes in order).
   * ``mode="bipartite"`` (Caffe ``MatchBBox``): greedy one-to-one assignment: repeatedly
-    take the largest IoU among the unassigned ground truths and unassigned boxes.
+    take the largest IoU among the unassigned ground truths and unassigned boxes; of tied
+    pairs the first in Caffe's scan order (lowest default box, then lowest ground truth).
+In step 2 a default box goes to the FIRST ground truth of highest IoU (torchvision's
+``argmax`` over ground truths): scanning them in index order, a later one replaces the kept
+one only when its IoU is higher by more than a tie.
+
+Ties: two IoUs are tied when they differ by at most ``TIE_RTOL`` (2^-20, about 8 float32
+ulps) of the larger one. Exact-arithmetic ties are common (two default boxes of one shape
+mirror-symmetric about a ground truth), but float32 rounding, which differs between
+implementations and between compiled fusions, can put such IoUs an ulp or two apart, and a
+strict arg-max would then follow the rounding rather than the index.
 
 Conventions: ground truths are corners ``(xmin, ymin, xmax, ymax)`` in [0, 1],
 padded to a fixed ``M`` with a boolean mask; default boxes are ``(cx, cy, w, h)``.
@@ -43,8 +54,9 @@ class MatchResult(NamedTuple):
 
     loc_targets: ``float32 [A, 4]`` encoded offsets; zeros for background boxes.
     labels: ``int32 [A]``, 0 for background.
-    matched_iou: ``float32 [A]`` IoU with the assigned ground truth (for background
-      boxes, the best IoU with any valid ground truth, which is below the threshold).
+    matched_iou: ``float32 [A]`` IoU with the assigned ground truth (in step 2 the box's best
+      IoU, tied with the assigned one's; for background boxes the best IoU with any valid
+      ground truth, which is below the threshold).
     """
 
     loc_targets: jax.Array
@@ -87,7 +99,9 @@ def sanitize_ground_truth(gt_boxes, gt_mask):
     return jnp.where(valid[:, None], clipped, 0.0), valid
 
 
-_CHUNK = 256  # default boxes per chunk in the two-level arg-max (see _best_per_box_and_gt)
+# Two IoUs are tied when they differ by at most this fraction of the larger one (module docstring).
+TIE_RTOL = 2.0 ** -20
+_CHUNK = 256  # default boxes per chunk in the two-level first-maximum search
 
 
 def _iou_one_to_many(g, cols):
@@ -104,41 +118,52 @@ def _iou_one_to_many(g, cols):
     return jnp.where(union > 0, inter / jnp.where(union > 0, union, 1.0), 0.0)
 
 
+def _tied_with(best):
+    """The lowest IoU that ties with ``best`` (see ``TIE_RTOL``); above ``best`` when ``best < 0``."""
+    return best - jnp.abs(best) * TIE_RTOL
+
+
 def _best_per_box_and_gt(gt, valid, anchors_corners):
-    """One pass over the ground truths.
+    """One pass over the ground truths, in index order.
 
-    Returns ``(best_iou [A], best_gt [A], gt_best_box [M], gt_best_iou [M])``: for each
-    default box its best IoU and the first ground truth reaching it (-1 IoU and index 0
-    when there is no valid ground truth), and for each ground truth a default box of
-    highest IoU (the first one, up to float rounding) and that IoU (-1 if invalid).
+    Returns ``(best_iou [A], best_gt [A], gt_best_box [M], gt_best_iou [M])``:
+      * per default box, its best IoU with any ground truth (-1 when none is valid) and the
+        ground truth it goes to: the first one, unless a later one beats the kept one's IoU by
+        more than ``TIE_RTOL`` (index 0 when no ground truth is valid);
+      * per ground truth, its best IoU (-1 if invalid) and the FIRST default box tied with it.
 
-    Arg-max reductions do not vectorise on XLA:CPU, so none runs over ``[A]``: a loop
-    over the ``M`` ground truths keeps a running maximum per default box and, per
-    ground truth, the maximum of each chunk of ``_CHUNK`` default boxes; the best
-    default box is then searched only in the best chunk (its IoUs recomputed).
+    Each ground truth's IoU row is computed once and materialised (an optimisation barrier),
+    so every comparison reads the same rounded values. Arg-max reductions do not vectorise on
+    XLA:CPU, so none runs over ``[A]``: the running best per box is an elementwise update, and
+    the first tied box is searched in two levels: the maximum of each chunk of ``_CHUNK``
+    default boxes, the first chunk tied with the row maximum, the first tied box in it.
     """
     m, a = gt.shape[0], anchors_corners.shape[0]
     chunks = -(-a // _CHUNK)
-    # Padding boxes have zero area: IoU 0, after every real box, so never the first maximum.
+    # Padding boxes have zero area: IoU 0, after every real box, so never the first tied one.
     cols = jnp.zeros((4, chunks * _CHUNK), jnp.float32).at[:, :a].set(anchors_corners.T)
+    chunk_index = jnp.arange(chunks, dtype=jnp.int32)
+    in_chunk_index = jnp.arange(_CHUNK, dtype=jnp.int32)
 
     def body(j, carry):
-        best_iou, best_gt, chunk_max = carry
-        q = jnp.where(valid[j], _iou_one_to_many(gt[j], cols), -1.0)
-        better = q > best_iou
-        best_iou = jnp.where(better, q, best_iou)
+        best_iou, kept_iou, best_gt, gt_best_box, gt_best_iou = carry
+        q = jax.lax.optimization_barrier(jnp.where(valid[j], _iou_one_to_many(gt[j], cols), -1.0))
+        better = _tied_with(q) > kept_iou
+        kept_iou = jnp.where(better, q, kept_iou)
         best_gt = jnp.where(better, j, best_gt)
-        return best_iou, best_gt, chunk_max.at[j].set(q.reshape(chunks, _CHUNK).max(-1))
+        chunk_max = jnp.max(q.reshape(chunks, _CHUNK), axis=-1)
+        row_max = jnp.max(chunk_max)
+        tie = _tied_with(row_max)
+        chunk = jnp.min(jnp.where(chunk_max >= tie, chunk_index, chunks - 1))
+        in_chunk = jax.lax.dynamic_slice(q, (chunk * _CHUNK,), (_CHUNK,))
+        first = chunk * _CHUNK + jnp.min(jnp.where(in_chunk >= tie, in_chunk_index, _CHUNK - 1))
+        return (jnp.maximum(best_iou, q), kept_iou, best_gt, gt_best_box.at[j].set(first),
+                gt_best_iou.at[j].set(row_max))
 
-    init = (jnp.full((chunks * _CHUNK,), -1.0, jnp.float32), jnp.zeros((chunks * _CHUNK,), jnp.int32),
-            jnp.zeros((m, chunks), jnp.float32))
-    best_iou, best_gt, chunk_max = jax.lax.fori_loop(0, m, body, init, unroll=min(m, 4))
-
-    best_chunk = jnp.argmax(chunk_max, axis=-1)  # [M]
-    chunk_cols = jnp.moveaxis(cols.reshape(4, chunks, _CHUNK)[:, best_chunk], 1, 0)  # [M, 4, CHUNK]
-    in_chunk = jax.vmap(_iou_one_to_many)(gt, chunk_cols)  # [M, CHUNK]
-    gt_best_box = (best_chunk * _CHUNK + jnp.argmax(in_chunk, axis=-1)).astype(jnp.int32)
-    gt_best_iou = jnp.max(chunk_max, axis=-1)
+    size = chunks * _CHUNK
+    init = (jnp.full((size,), -1.0, jnp.float32), jnp.full((size,), -1.0, jnp.float32),
+            jnp.zeros((size,), jnp.int32), jnp.zeros((m,), jnp.int32), jnp.full((m,), -1.0, jnp.float32))
+    best_iou, _, best_gt, gt_best_box, gt_best_iou = jax.lax.fori_loop(0, m, body, init, unroll=min(m, 4))
     return best_iou[:a], best_gt[:a], gt_best_box, gt_best_iou
 
 
@@ -151,31 +176,33 @@ def _force_argmax(gt_best_box, gt_best_iou, num_boxes):
         jnp.where(claims, jnp.arange(m, dtype=jnp.int32), -1))
 
 
-def _force_bipartite(gt, valid, anchors_corners):
+def _force_bipartite(iou):
     """Step 1, Caffe style: greedy one-to-one pairs by decreasing IoU (only IoU > 0).
 
-    Returns ``(forced [A], forced_iou [A])``: the ground truth forced onto each default
-    box (-1 if none) and that pair's IoU. ``M`` rounds over the ``[M, A]`` IoU matrix;
-    each takes the ground truth with the highest row maximum over the untaken boxes,
-    then its first box reaching that maximum.
+    ``iou [M, A]``, -1 in the rows of invalid ground truths. Returns ``(forced [A],
+    forced_iou [A])``: the ground truth forced onto each default box (-1 if none) and that
+    pair's IoU. ``M`` rounds; each takes the largest IoU among the untaken ground truths and
+    boxes and, of the pairs tied with it (``TIE_RTOL``), the first in Caffe's scan order:
+    the lowest default box, then the lowest ground truth.
     """
-    iou = jnp.where(valid[:, None], box_ops.iou(gt, anchors_corners), -1.0)
     m, a = iou.shape
     box_index = jnp.arange(a, dtype=jnp.int32)
+    gt_index = jnp.arange(m, dtype=jnp.int32)
 
     def body(_, carry):
         gt_done, box_taken, forced, forced_iou = carry
-        row_max = jnp.where(gt_done, -1.0, jnp.max(jnp.where(box_taken[None, :], -1.0, iou), axis=1))
-        j = jnp.argmax(row_max)
-        best = row_max[j]
-        k = jnp.min(jnp.where((iou[j] == best) & ~box_taken, box_index, a - 1))
+        col_max = jnp.where(box_taken, -1.0, jnp.max(jnp.where(gt_done[:, None], -1.0, iou), axis=0))
+        best = jnp.max(col_max)
+        k = jnp.min(jnp.where(col_max >= _tied_with(best), box_index, a - 1))
+        j = jnp.min(jnp.where(~gt_done & (iou[:, k] >= _tied_with(best)), gt_index, m - 1))
         take = best > 0
-        forced = jnp.where(take, forced.at[k].set(j.astype(jnp.int32)), forced)
-        forced_iou = jnp.where(take, forced_iou.at[k].set(best), forced_iou)
+        forced = jnp.where(take, forced.at[k].set(j), forced)
+        forced_iou = jnp.where(take, forced_iou.at[k].set(iou[j, k]), forced_iou)
         return (gt_done.at[j].set(gt_done[j] | take), box_taken.at[k].set(box_taken[k] | take),
                 forced, forced_iou)
 
-    init = (~valid, jnp.zeros((a,), bool), jnp.full((a,), -1, jnp.int32), jnp.zeros((a,), jnp.float32))
+    init = (jnp.all(iou < 0, axis=1), jnp.zeros((a,), bool), jnp.full((a,), -1, jnp.int32),
+            jnp.zeros((a,), jnp.float32))
     return jax.lax.fori_loop(0, m, body, init)[2:]
 
 
@@ -213,7 +240,8 @@ def match(anchors_center, gt_boxes, gt_labels, gt_mask, iou_threshold=0.5, mode=
         forced = _force_argmax(gt_best_box, gt_best_iou, a)
         forced_iou = gt_best_iou[jnp.maximum(forced, 0)]
     else:
-        forced, forced_iou = _force_bipartite(gt, valid, anchors_corners)
+        iou = jax.vmap(_iou_one_to_many, (0, None))(gt, anchors_corners.T)
+        forced, forced_iou = _force_bipartite(jnp.where(valid[:, None], iou, -1.0))
     is_forced = forced >= 0
     matched_gt = jnp.where(is_forced, forced, best_gt)
     # A forced pair's IoU is that ground truth's best IoU (argmax mode) or the greedy pair's.
