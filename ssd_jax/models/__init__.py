@@ -38,7 +38,7 @@ import flax
 import jax.numpy as jnp
 
 from ssd_jax import anchors
-from ssd_jax.models.layers import L2Norm, Conv, max_pool
+from ssd_jax.models.layers import Conv, L2Norm
 from ssd_jax.models.mobilenet_v2 import MobileNetV2Base, SSDLiteExtras
 from ssd_jax.models.resnet import EXTRAS_RESNET, ResNet50Base
 from ssd_jax.models.ssd import SSD
@@ -160,4 +160,4 @@ def freeze_base_mask(params, frozen=("base",)):
 base_param_mask = freeze_base_mask  # alias: True = trainable (not in the base network)
 
 __all__ = ["create", "names", "input_normalization", "freeze_base_mask", "base_param_mask", "SSD",
-           "SSDLITE320_SPEC", "L2Norm", "Conv", "max_pool"]
+           "SSDLITE320_SPEC", "L2Norm", "Conv"]

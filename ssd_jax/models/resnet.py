@@ -26,7 +26,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ssd_jax.models.layers import BatchNorm, Conv, Dtype, max_pool
+from ssd_jax.models.layers import BatchNorm, Conv, Dtype
+from ssd_jax.ops.pooling import max_pool
 
 # (bottleneck width, blocks, first stride) of layer1..layer3, NVIDIA variant.
 RESNET50_LAYERS = ((64, 3, 1), (128, 4, 2), (256, 6, 1))

@@ -39,7 +39,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ssd_jax.models.layers import BatchNorm, Conv, Dtype, L2Norm, max_pool
+from ssd_jax.models.layers import BatchNorm, Conv, Dtype, L2Norm
+from ssd_jax.ops.pooling import max_pool
 
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 
