@@ -1,4 +1,4 @@
-"""Layers shared by the SSD models: convolution, batch norm, L2Norm.
+"""Layers shared by the SSD models: convolution, batch norm, L2Norm, conv-BN-activation.
 
 All layers are NHWC. ``Conv`` is the one convolution and ``BatchNorm`` the one batch norm
 every model uses; their kernels are in :mod:`ssd_jax.ops` (``Conv`` -> :func:`ops.conv.conv2d`
@@ -130,3 +130,22 @@ def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0, 
     """Output length of a PyTorch-style convolution along one axis."""
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
+
+def conv_bn_act(x, features: int, kernel_size=3, *, train: bool, name: str, strides=1, padding=0, groups: int = 1,
+                batch_norm: bool = True, bn_name: str | None = None, momentum: float = 0.9, epsilon: float = 1e-5,
+                act: Callable | None = nn.relu, dtype: Dtype | None = None, param_dtype: Dtype = jnp.float32):
+    """``act(BatchNorm(Conv(x)))`` inside the calling module's ``nn.compact`` method.
+
+    Submodules: ``Conv`` named ``name`` (no bias when ``batch_norm``, since BatchNorm's bias
+    replaces it) and, with ``batch_norm``, ``BatchNorm`` named ``bn_name`` (default
+    ``name + "_bn"``) in training mode when ``train``; without ``batch_norm``, conv (with
+    bias) + ``act``. ``act=None``: no activation.
+    ``x [N, H, W, C]`` -> ``[N, Ho, Wo, features]``.
+    """
+    kw = dict(dtype=dtype, param_dtype=param_dtype)
+    x = Conv(features, kernel_size, strides=strides, padding=padding, groups=groups, use_bias=not batch_norm,
+             name=name, **kw)(x)
+    if batch_norm:
+        x = BatchNorm(use_running_average=not train, momentum=momentum, epsilon=epsilon,
+                      name=bn_name or name + "_bn", **kw)(x)
+    return act(x) if act is not None else x
