@@ -15,6 +15,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ssd_jax import models
 from ssd_jax.anchors import DefaultBoxSpec, default_boxes
+from ssd_jax import optim
 from ssd_jax.models import layers
 from ssd_jax.models.ssd import SSD
 from ssd_jax.models.tiny import tiny_feature_map_sizes, tiny_spec
@@ -266,7 +267,7 @@ def test_head_output_order_matches_default_boxes():
 
 def test_freeze_mask_marks_exactly_the_base(abstract_models):
     _, _, variables, _ = abstract_models["ssd300_vgg16"]
-    mask = models.freeze_base_mask(variables["params"])
+    mask = optim.trainable_params_mask(variables["params"])
     assert jax.tree.structure(mask) == jax.tree.structure(variables["params"])
     frozen = sum(int(np.prod(p.shape)) for p, t in zip(jax.tree.leaves(variables["params"]), jax.tree.leaves(mask))
                  if not t)
@@ -275,28 +276,28 @@ def test_freeze_mask_marks_exactly_the_base(abstract_models):
     assert frozen == vgg16_convs + fc6 + fc7 + norm
     assert all(jax.tree.leaves(mask["heads"])) and all(jax.tree.leaves(mask["extras"]))
     assert not any(jax.tree.leaves(mask["base"]))
-    # Also on the full variables dict, and the alias agrees.
-    full = models.base_param_mask(variables)
+    # Also on the full variables dict.
+    full = optim.trainable_params_mask(variables)
     assert jax.tree.leaves(full["params"]) == jax.tree.leaves(mask)
 
 
 def test_freeze_mask_takes_module_paths(abstract_models):
     variables = abstract_models["ssd300_vgg16"][2]
     caffe = ("base/conv1_1", "base/conv1_2", "base/conv2_1", "base/conv2_2")  # ssd_pascal.py freeze_layers
-    mask = models.freeze_base_mask(variables["params"], caffe)
+    mask = optim.trainable_params_mask(variables["params"], caffe)
     frozen = sum(int(np.prod(p.shape)) for p, t in zip(jax.tree.leaves(variables["params"]), jax.tree.leaves(mask))
                  if not t)
     assert frozen == (27 * 64 + 64) + (576 * 64 + 64) + (576 * 128 + 128) + (1152 * 128 + 128)
     assert mask["base"]["conv3_1"]["kernel"] and not mask["base"]["conv2_2"]["bias"]
     with pytest.raises(ValueError, match=r"\['base/conv1'\] name no parameters"):
-        models.freeze_base_mask(variables["params"], ("base/conv1",))  # a module is matched whole
+        optim.trainable_params_mask(variables["params"], ("base/conv1",))  # a module is matched whole
 
 
 def test_freeze_mask_with_optax_keeps_base_fixed(tiny128):
     import optax
     params = tiny128[2]["params"]
     opt = optax.multi_transform({True: optax.sgd(0.1), False: optax.set_to_zero()},
-                                models.freeze_base_mask(params))
+                                optim.trainable_params_mask(params))
     grads = jax.tree.map(jnp.ones_like, params)
     updates, _ = opt.update(grads, opt.init(params), params)
     assert all(np.all(np.asarray(u) == 0) for u in jax.tree.leaves(updates["base"]))

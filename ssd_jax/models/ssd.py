@@ -6,7 +6,7 @@ says) to a list of source feature maps; ``extras`` (optional) maps the last base
 to further source maps; ``heads`` puts one box-offset and one class-logit predictor on
 each source map. Params tree::
 
-    params["base"]    base network (frozen by ssd_jax.models.freeze_base_mask)
+    params["base"]    base network (frozen by ssd_jax.optim.trainable_params_mask)
     params["extras"]  extra feature layers
     params["heads"]   loc_0 .. loc_{m-1}, conf_0 .. conf_{m-1}
 
