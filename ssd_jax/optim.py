@@ -10,10 +10,9 @@ paper recommends when the classes change, and ``frozen`` lists further module pa
 
 from __future__ import annotations
 
+import flax
 import jax
 import optax
-
-from ssd_jax import models
 
 
 def learning_rate_schedule(cfg, num_steps: int) -> optax.Schedule:
@@ -38,13 +37,34 @@ def _decay_mask(params, decay_biases: bool):
     return jax.tree_util.tree_map(lambda p: decay_biases or p.ndim > 1, params)
 
 
+def trainable_params_mask(params, frozen=("base",)):
+    """Pytree of bools like ``params``: ``True`` for trainable params, ``False`` under ``frozen``.
+
+    ``frozen`` holds module paths: ``"base"`` (the default: the whole base network, the
+    paper's advice for fine-tuning on new classes: keep the base, re-learn extras and heads)
+    or deeper ones such as ``"base/conv1_1"``; a path matches whole path components only.
+    A path that names no parameter is an error (``ValueError``). Use as
+    ``optax.masked(opt, mask)`` or with ``optax.multi_transform`` (False -> set_to_zero).
+    Accepts ``params`` or the full variables dict (with a "params" key).
+    """
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params) if hasattr(params, "unfreeze") else params)
+    top = 1 if all(k[0] == "params" for k in flat) else 0
+    prefixes = {f: tuple(f.strip("/").split("/")) for f in frozen}
+    unknown = [f for f, p in prefixes.items() if not any(k[top:top + len(p)] == p for k in flat)]
+    if unknown:
+        modules = sorted({"/".join(k[top:-1]) for k in flat})
+        raise ValueError(f"frozen paths {unknown} name no parameters; modules are {modules}")
+    return flax.traverse_util.unflatten_dict(
+        {k: not any(k[top:top + len(p)] == p for p in prefixes.values()) for k in flat})
+
+
 def trainable_mask(cfg, params):
     """Bools like ``params``, False for the frozen ones (``freeze_base``, ``frozen``); None if none is."""
     frozen = (("base",) if cfg.freeze_base else ()) + tuple(cfg.frozen)
     if not frozen:
         return None
     try:
-        return models.freeze_base_mask(params, frozen)
+        return trainable_params_mask(params, frozen)
     except ValueError as e:
         raise ValueError(f"config.optimizer.frozen: {e}") from None
 

@@ -15,10 +15,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ssd_jax import models
 from ssd_jax.anchors import DefaultBoxSpec, default_boxes
-from ssd_jax.models import layers, winograd
+from ssd_jax import optim
+from ssd_jax.models import layers
 from ssd_jax.models.ssd import SSD
 from ssd_jax.models.tiny import tiny_feature_map_sizes, tiny_spec
-
 
 def _key(seed=0):
     # Threefry takes seconds per shape to compile on XLA:CPU; rbg keys keep init compiles short.
@@ -192,36 +192,6 @@ def test_l2norm_output_norm_equals_scale():
     assert np.isfinite(np.asarray(layer.apply(variables, jnp.zeros((1, 2, 2, 16))))).all()
 
 
-def _torch_max_pool_reference(x, window, stride, padding, ceil_mode):
-    """Slow NumPy MaxPool2d with PyTorch's output-size rule, NHWC."""
-    b, h, w, c = x.shape
-    def out_len(n):
-        span = n + 2 * padding - window
-        o = (-(-span // stride) if ceil_mode else span // stride) + 1
-        if ceil_mode and (o - 1) * stride >= n + padding:
-            o -= 1
-        return o
-    oh, ow = out_len(h), out_len(w)
-    out = np.full((b, oh, ow, c), -np.inf, np.float32)
-    for i in range(oh):
-        for j in range(ow):
-            r0, c0 = i * stride - padding, j * stride - padding
-            rows = slice(max(r0, 0), min(r0 + window, h))
-            cols = slice(max(c0, 0), min(c0 + window, w))
-            out[:, i, j] = x[:, rows, cols].max(axis=(1, 2))
-    return out
-
-
-@pytest.mark.parametrize("size,window,stride,padding,ceil_mode", [
-    (75, 2, 2, 0, True), (7, 2, 2, 0, False), (19, 3, 1, 1, False), (9, 3, 2, 1, True), (10, 3, 2, 0, True)])
-def test_max_pool_matches_pytorch_rule(size, window, stride, padding, ceil_mode):
-    x = np.random.default_rng(0).normal(size=(1, size, size - 1, 2)).astype(np.float32)
-    got = np.asarray(layers.max_pool(jnp.asarray(x), window, stride, padding, ceil_mode))
-    np.testing.assert_array_equal(got, _torch_max_pool_reference(x, window, stride, padding, ceil_mode))
-    if size == 75:
-        assert got.shape[1] == 38
-
-
 def test_bfloat16_forward_close_to_float32(tiny128, tiny128_outputs):
     module, _, variables, images = tiny128
     mod16, _ = models.create("ssd_tiny", 3, image_size=128, dtype=jnp.bfloat16)
@@ -297,7 +267,7 @@ def test_head_output_order_matches_default_boxes():
 
 def test_freeze_mask_marks_exactly_the_base(abstract_models):
     _, _, variables, _ = abstract_models["ssd300_vgg16"]
-    mask = models.freeze_base_mask(variables["params"])
+    mask = optim.trainable_params_mask(variables["params"])
     assert jax.tree.structure(mask) == jax.tree.structure(variables["params"])
     frozen = sum(int(np.prod(p.shape)) for p, t in zip(jax.tree.leaves(variables["params"]), jax.tree.leaves(mask))
                  if not t)
@@ -306,76 +276,33 @@ def test_freeze_mask_marks_exactly_the_base(abstract_models):
     assert frozen == vgg16_convs + fc6 + fc7 + norm
     assert all(jax.tree.leaves(mask["heads"])) and all(jax.tree.leaves(mask["extras"]))
     assert not any(jax.tree.leaves(mask["base"]))
-    # Also on the full variables dict, and the alias agrees.
-    full = models.base_param_mask(variables)
+    # Also on the full variables dict.
+    full = optim.trainable_params_mask(variables)
     assert jax.tree.leaves(full["params"]) == jax.tree.leaves(mask)
 
 
 def test_freeze_mask_takes_module_paths(abstract_models):
     variables = abstract_models["ssd300_vgg16"][2]
     caffe = ("base/conv1_1", "base/conv1_2", "base/conv2_1", "base/conv2_2")  # ssd_pascal.py freeze_layers
-    mask = models.freeze_base_mask(variables["params"], caffe)
+    mask = optim.trainable_params_mask(variables["params"], caffe)
     frozen = sum(int(np.prod(p.shape)) for p, t in zip(jax.tree.leaves(variables["params"]), jax.tree.leaves(mask))
                  if not t)
     assert frozen == (27 * 64 + 64) + (576 * 64 + 64) + (576 * 128 + 128) + (1152 * 128 + 128)
     assert mask["base"]["conv3_1"]["kernel"] and not mask["base"]["conv2_2"]["bias"]
     with pytest.raises(ValueError, match=r"\['base/conv1'\] name no parameters"):
-        models.freeze_base_mask(variables["params"], ("base/conv1",))  # a module is matched whole
+        optim.trainable_params_mask(variables["params"], ("base/conv1",))  # a module is matched whole
 
 
 def test_freeze_mask_with_optax_keeps_base_fixed(tiny128):
     import optax
     params = tiny128[2]["params"]
     opt = optax.multi_transform({True: optax.sgd(0.1), False: optax.set_to_zero()},
-                                models.freeze_base_mask(params))
+                                optim.trainable_params_mask(params))
     grads = jax.tree.map(jnp.ones_like, params)
     updates, _ = opt.update(grads, opt.init(params), params)
     assert all(np.all(np.asarray(u) == 0) for u in jax.tree.leaves(updates["base"]))
     assert all(np.all(np.asarray(u) == -0.1) for u in jax.tree.leaves(updates["heads"]))
     assert all(np.all(np.asarray(u) == -0.1) for u in jax.tree.leaves(updates["extras"]))
-
-
-@pytest.mark.parametrize("hw,window,stride,padding,ceil_mode", [
-    ((8, 6), 2, 2, 0, False),   # VGG pool1, pool2, pool4
-    ((7, 9), 2, 2, 0, True),    # pool3: ceil mode (odd sizes -> padded bottom/right)
-    ((6, 5), 3, 1, 1, False),   # pool5: overlapping windows
-    ((9, 8), 3, 2, 1, False),   # ResNet stem pool
-])
-def test_max_pool_gradient_equals_autodiff_of_reduce_window(hw, window, stride, padding, ceil_mode):
-    rng = np.random.default_rng(0)
-    smooth = rng.normal(size=(2, *hw, 3))
-    ties = np.round(np.maximum(smooth, 0) * 2)  # ReLU-like inputs: many equal maxima in a window
-    for x in map(jnp.float32, (smooth, ties)):
-        y = layers.max_pool(x, window, stride, padding, ceil_mode)
-        pads = layers._max_pool_padding(x.shape[1:3], window, stride, padding, ceil_mode)
-        ref_fn = lambda x: jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, window, window, 1),
-                                                 (1, stride, stride, 1), ((0, 0), *pads, (0, 0)))
-        np.testing.assert_array_equal(np.asarray(y), np.asarray(ref_fn(x)))
-        g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
-        ours = jax.vjp(lambda x: layers.max_pool(x, window, stride, padding, ceil_mode), x)[1](g)[0]
-        ref = jax.vjp(ref_fn, x)[1](g)[0]  # XLA's select_and_scatter: first maximum of each window
-        np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), rtol=0, atol=1e-6)
-
-
-def test_max_pool_gradient_goes_to_first_maximum_by_hand():
-    x = jnp.array([[1.0, 3.0, 3.0], [3.0, 0.0, 2.0]]).reshape(1, 2, 3, 1)
-    # 2x2 windows, stride 1: the first 3 (row-major) of each window takes the gradient.
-    dx = jax.grad(lambda x: jnp.sum(layers.max_pool(x, 2, 1) * jnp.array([10.0, 100.0]).reshape(1, 1, 2, 1)))(x)
-    np.testing.assert_array_equal(np.asarray(dx).reshape(2, 3), [[0, 110, 0], [0, 0, 0]])
-
-
-def test_sum_over_positions_and_bias_gradient():
-    rng = np.random.default_rng(1)
-    for shape in ((3, 5, 7, 4), (6, 4), (2, 1, 1, 3)):
-        x = jnp.asarray(rng.normal(size=shape), jnp.float32)
-        np.testing.assert_allclose(np.asarray(layers.sum_over_positions(x)),
-                                   np.asarray(x, np.float64).reshape(-1, shape[-1]).sum(0), rtol=1e-5)
-        b = jnp.asarray(rng.normal(size=shape[-1]), jnp.float32)
-        loss = lambda fn: lambda x, b: jnp.sum(jnp.sin(fn(x, b)))
-        ours = jax.grad(loss(layers.add_bias), (0, 1))(x, b)
-        ref = jax.grad(loss(lambda x, b: x + b), (0, 1))(x, b)
-        for o, r in zip(ours, ref):
-            np.testing.assert_allclose(np.asarray(o), np.asarray(r), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("kernel,stride,pad,dilation,groups", [
@@ -409,83 +336,6 @@ def test_conv_wrapper_uses_pytorch_padding_and_depthwise_fallback():
                                        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=4)
     assert y.shape == (1, 3, 3, 4)
     np.testing.assert_allclose(np.asarray(y), np.asarray(ref), rtol=1e-6)
-
-
-@pytest.mark.parametrize("kernel,strides,padding,hw", [
-    ((3, 3), (2, 2), ((1, 1), (1, 1)), (13, 10)),   # the usual 3x3 stride-2, odd and even sizes
-    ((1, 1), (2, 2), ((0, 0), (0, 0)), (8, 7)),     # ResNet downsample: phases without taps get zeros
-    ((7, 7), (2, 2), ((3, 3), (3, 3)), (15, 16)),   # ResNet stem
-    ((3, 3), (2, 1), ((1, 1), (0, 0)), (9, 3)),     # ssd_tiny's last block on a 3-wide axis
-    ((3, 3), (2, 2), ((0, 0), (0, 0)), (6, 5)),     # trailing input rows no window reads
-    ((2, 2), (3, 3), ((1, 0), (0, 1)), (10, 8)),    # kernel smaller than the stride, uneven padding
-])
-def test_strided_conv_gradients_equal_autodiff(kernel, strides, padding, hw):
-    rng = np.random.default_rng(4)
-    x = jnp.asarray(rng.normal(size=(2, *hw, 3)), jnp.float32)
-    w = jnp.asarray(rng.normal(size=(*kernel, 3, 5)), jnp.float32)
-    ref_fn = lambda x, w: jax.lax.conv_general_dilated(x, w, strides, padding,
-                                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    ours_fn = lambda x, w: layers.strided_conv(x, w, strides, padding)
-    y = ours_fn(x, w)
-    np.testing.assert_array_equal(np.asarray(y), np.asarray(ref_fn(x, w)))
-    g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
-    ours = jax.vjp(ours_fn, x, w)[1](g)
-    ref = jax.vjp(ref_fn, x, w)[1](g)
-    for o, r in zip(ours, ref):
-        np.testing.assert_allclose(np.asarray(o), np.asarray(r), rtol=1e-5, atol=1e-5)
-
-
-def _conv3x3_ref(x, w):
-    return jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-def _assert_close_to_scale(ours, ref, rel):
-    """Winograd rounds differently from a direct sum: errors bounded relative to the result's scale."""
-    ours, ref = np.asarray(ours), np.asarray(ref)
-    assert ours.shape == ref.shape
-    np.testing.assert_allclose(ours, ref, rtol=0, atol=rel * np.abs(ref).max())
-
-
-@pytest.mark.parametrize("hw", [(9, 7), (8, 12), (1, 1), (2, 3), (5, 4)])
-def test_winograd_conv3x3_and_gradients_equal_direct_convolution(hw):
-    rng = np.random.default_rng(9)
-    x = jnp.asarray(rng.normal(size=(2, *hw, 6)), jnp.float32)
-    w = jnp.asarray(rng.normal(size=(3, 3, 6, 5)), jnp.float32)
-    y = winograd.conv3x3(x, w)
-    _assert_close_to_scale(y, _conv3x3_ref(x, w), 1e-5)
-    g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
-    ours, ref = jax.vjp(winograd.conv3x3, x, w)[1](g), jax.vjp(_conv3x3_ref, x, w)[1](g)
-    for o, r in zip(ours, ref):
-        _assert_close_to_scale(o, r, 1e-5)
-
-
-def test_winograd_transforms_by_hand():
-    """One 6x6 tile -> one 4x4 output: the F(4x4, 3x3) matrices reproduce a direct 1-D correlation."""
-    d, g = np.arange(6.0) ** 1.5, np.array([0.5, -2.0, 3.0])
-    direct = np.array([d[i:i + 3] @ g for i in range(4)])
-    np.testing.assert_allclose(winograd.A_T @ ((winograd.G @ g) * (winograd.B_T @ d)), direct, rtol=1e-12)
-    # the kernel gradient's transpose form: dW[u] = sum_i d[i + u] dy[i] = G^T [(A dy) * (B^T d)]
-    dy = np.array([1.0, -0.5, 2.0, 0.25])
-    np.testing.assert_allclose(winograd.G.T @ ((winograd.A_T.T @ dy) * (winograd.B_T @ d)),
-                               [d[u:u + 4] @ dy for u in range(3)], rtol=1e-12)
-
-
-def test_conv_takes_winograd_path_for_wide_cpu_3x3_layers():
-    c = layers.WINOGRAD_MIN_CHANNELS
-    rng = np.random.default_rng(10)
-    x = jnp.asarray(rng.normal(size=(1, 6, 5, c)), jnp.float32)
-    ours = layers.Conv(c, 3, padding=1)
-    ref = nn.Conv(c, (3, 3), padding=((1, 1), (1, 1)), kernel_init=layers.xavier_uniform)
-    v = jax.tree.map(lambda p: p + 0.01, ref.init(_key(6), x))
-    assert ("name=conv3x3" in str(jax.make_jaxpr(ours.apply)(v, x))) == (jax.default_backend() == "cpu")
-    _assert_close_to_scale(ours.apply(v, x), ref.apply(v, x), 1e-5)
-    loss = lambda m: lambda v, x: jnp.sum(jnp.sin(m.apply(v, x)))
-    g_ours, g_ref = jax.grad(loss(ours), (0, 1))(v, x), jax.grad(loss(ref), (0, 1))(v, x)
-    jax.tree.map(lambda a, b: _assert_close_to_scale(a, b, 1e-5), g_ours, g_ref)
-    narrow = layers.Conv(8, 3, padding=1)  # fewer channels: XLA's convolution
-    xn = x[..., :8]
-    vn = nn.Conv(8, (3, 3), padding=((1, 1), (1, 1))).init(_key(7), xn)
-    assert "name=conv3x3" not in str(jax.make_jaxpr(narrow.apply)(vn, xn))
 
 
 def _batchnorm_pair(dtype=None):
@@ -523,19 +373,9 @@ def test_batchnorm_equals_flax_batchnorm_train_step():
     np.testing.assert_allclose(np.asarray(e_o), np.asarray(e_r), rtol=1e-5, atol=1e-5)
 
 
-def test_batchnorm_statistics_gradient_and_edge_cases():
+def test_batchnorm_bfloat16_output_equals_flax_batchnorm():
     rng = np.random.default_rng(7)
     x = jnp.asarray(rng.normal(size=(3, 4, 2)), jnp.float32).at[..., 1].set(2.5)  # channel 1 constant
-    scale, bias = jnp.array([1.5, 0.5]), jnp.array([0.1, -0.2])
-    y, mean, var = layers.batch_norm_train(x, scale, bias, 1e-5)
-    assert np.all(np.isfinite(np.asarray(y))) and float(var[1]) == 0.0
-    np.testing.assert_allclose(np.asarray(y[..., 1]), -0.2, atol=1e-3)
-    # Gradients through the returned statistics (no running-average use relies on them, but
-    # they must not be silently wrong): against autodiff of the plain formulas.
-    f_ours = lambda x: jnp.sum(layers.batch_norm_train(x, scale, bias, 1e-5)[1] * jnp.array([2.0, 3.0])) \
-        + jnp.sum(layers.batch_norm_train(x, scale, bias, 1e-5)[2])
-    f_ref = lambda x: jnp.sum(x.mean((0, 1)) * jnp.array([2.0, 3.0])) + jnp.sum(x.var((0, 1)))
-    np.testing.assert_allclose(np.asarray(jax.grad(f_ours)(x)), np.asarray(jax.grad(f_ref)(x)), rtol=1e-4, atol=1e-6)
     ours, ref = _batchnorm_pair(jnp.bfloat16)
     xb = x.astype(jnp.bfloat16)
     v = ref.init(_key(), xb, use_running_average=False)
@@ -543,22 +383,3 @@ def test_batchnorm_statistics_gradient_and_edge_cases():
     y_r = ref.apply(v, xb, use_running_average=False, mutable=["batch_stats"])[0]
     assert y_o.dtype == y_r.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(y_o, np.float32), np.asarray(y_r, np.float32), atol=2e-2)
-
-
-@pytest.mark.parametrize("kernel,strides,padding,hw", [
-    ((3, 3), (1, 1), ((1, 1), (1, 1)), (9, 7)),     # MobileNetV2 / SSDLite head depthwise
-    ((3, 3), (2, 2), ((1, 1), (1, 1)), (11, 8)),    # stride-2 depthwise, odd and even sizes
-    ((3, 3), (2, 1), ((0, 1), (2, 0)), (6, 5)),     # uneven strides and padding
-])
-def test_depthwise_conv_equals_grouped_lax_conv(kernel, strides, padding, hw):
-    rng = np.random.default_rng(8)
-    x = jnp.asarray(rng.normal(size=(2, *hw, 6)), jnp.float32)
-    w = jnp.asarray(rng.normal(size=(*kernel, 1, 6)), jnp.float32)
-    ref_fn = lambda x, w: jax.lax.conv_general_dilated(x, w, strides, padding, feature_group_count=6,
-                                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    ours_fn = lambda x, w: layers.depthwise_conv(x, w, strides, padding)
-    y = ours_fn(x, w)
-    np.testing.assert_allclose(np.asarray(y), np.asarray(ref_fn(x, w)), rtol=1e-5, atol=1e-5)
-    g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
-    for o, r in zip(jax.vjp(ours_fn, x, w)[1](g), jax.vjp(ref_fn, x, w)[1](g)):
-        np.testing.assert_allclose(np.asarray(o), np.asarray(r), rtol=1e-5, atol=1e-5)

@@ -8,8 +8,8 @@
 Outputs are in the order of ``ssd_jax.anchors.default_boxes(spec)``; ``module`` and
 ``spec`` always come together from :func:`create`. Images are RGB NHWC float32,
 normalised as :func:`input_normalization` says. Params trees have ``base``, ``extras``
-and ``heads`` subtrees (see :mod:`ssd_jax.models.ssd`); :func:`freeze_base_mask` gives
-the optax mask for fine-tuning with a frozen base network.
+and ``heads`` subtrees (see :mod:`ssd_jax.models.ssd`); :func:`ssd_jax.optim.trainable_params_mask`
+gives the optax mask for fine-tuning with a frozen base network.
 
 BatchNorm layers (ResNet-50, MobileNetV2, ssd_tiny) take ``train``; under a global-view
 ``jax.jit`` with a batch sharded over devices, their batch statistics are over the global
@@ -34,11 +34,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-import flax
 import jax.numpy as jnp
 
 from ssd_jax import anchors
-from ssd_jax.models.layers import L2Norm, Conv, max_pool
+from ssd_jax.models.layers import Conv, L2Norm
 from ssd_jax.models.mobilenet_v2 import MobileNetV2Base, SSDLiteExtras
 from ssd_jax.models.resnet import EXTRAS_RESNET, ResNet50Base
 from ssd_jax.models.ssd import SSD
@@ -137,27 +136,4 @@ def input_normalization(name: str) -> str:
     return _lookup(name)[1]
 
 
-def freeze_base_mask(params, frozen=("base",)):
-    """Pytree of bools like ``params``: ``True`` for trainable params, ``False`` under ``frozen``.
-
-    ``frozen`` holds module paths: ``"base"`` (the default: the whole base network, the
-    paper's advice for fine-tuning on new classes: keep the base, re-learn extras and heads)
-    or deeper ones such as ``"base/conv1_1"``. A path that names no parameter is an error.
-    Use as ``optax.masked(opt, mask)`` or with ``optax.multi_transform`` (False -> set_to_zero).
-    Accepts ``params`` or the full variables dict (with a "params" key).
-    """
-    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params) if hasattr(params, "unfreeze") else params)
-    top = 1 if all(k[0] == "params" for k in flat) else 0
-    prefixes = {f: tuple(f.strip("/").split("/")) for f in frozen}
-    unknown = [f for f, p in prefixes.items() if not any(k[top:top + len(p)] == p for k in flat)]
-    if unknown:
-        modules = sorted({"/".join(k[top:-1]) for k in flat})
-        raise ValueError(f"frozen paths {unknown} name no parameters; modules are {modules}")
-    return flax.traverse_util.unflatten_dict(
-        {k: not any(k[top:top + len(p)] == p for p in prefixes.values()) for k in flat})
-
-
-base_param_mask = freeze_base_mask  # alias: True = trainable (not in the base network)
-
-__all__ = ["create", "names", "input_normalization", "freeze_base_mask", "base_param_mask", "SSD",
-           "SSDLITE320_SPEC", "L2Norm", "Conv", "max_pool"]
+__all__ = ["create", "names", "input_normalization", "SSD", "SSDLITE320_SPEC", "L2Norm", "Conv"]

@@ -30,7 +30,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ssd_jax.models.layers import BatchNorm, Conv, Dtype
+from ssd_jax.models.layers import Dtype, conv_bn_act
 
 # (expansion t, channels c, repeats n, first stride s)
 MOBILENET_V2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
@@ -53,12 +53,10 @@ class ConvBN(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        pad = (self.kernel_size - 1) // 2
-        x = Conv(self.features, self.kernel_size, strides=self.strides, padding=pad, groups=self.groups,
-                 use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype, name="conv")(x)
-        x = BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPS,
-                         dtype=self.dtype, param_dtype=self.param_dtype, name="bn")(x)
-        return nn.relu6(x) if self.act else x
+        return conv_bn_act(x, self.features, self.kernel_size, strides=self.strides,
+                           padding=(self.kernel_size - 1) // 2, groups=self.groups, name="conv", bn_name="bn",
+                           momentum=BN_MOMENTUM, epsilon=BN_EPS, act=nn.relu6 if self.act else None, train=train,
+                           dtype=self.dtype, param_dtype=self.param_dtype)
 
 
 class InvertedResidual(nn.Module):

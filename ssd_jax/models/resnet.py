@@ -26,16 +26,13 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ssd_jax.models.layers import BatchNorm, Conv, Dtype, max_pool
+from ssd_jax.models.layers import Dtype, conv_bn_act
+from ssd_jax.ops.pooling import max_pool
 
 # (bottleneck width, blocks, first stride) of layer1..layer3, NVIDIA variant.
 RESNET50_LAYERS = ((64, 3, 1), (128, 4, 2), (256, 6, 1))
 EXTRAS_RESNET = ((256, 512, 3, 2, 1), (256, 512, 3, 2, 1), (128, 256, 3, 2, 1), (128, 256, 3, 1, 0),
                  (128, 256, 3, 1, 0))
-
-
-def _bn(train, name, kw):
-    return BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name, **kw)
 
 
 class Bottleneck(nn.Module):
@@ -48,13 +45,13 @@ class Bottleneck(nn.Module):
     def __call__(self, x, train: bool = False):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         out_ch = self.width * 4
-        y = nn.relu(_bn(train, "bn1", kw)(Conv(self.width, 1, use_bias=False, name="conv1", **kw)(x)))
-        y = Conv(self.width, 3, strides=self.strides, padding=1, use_bias=False, name="conv2", **kw)(y)
-        y = nn.relu(_bn(train, "bn2", kw)(y))
-        y = _bn(train, "bn3", kw)(Conv(out_ch, 1, use_bias=False, name="conv3", **kw)(y))
+        y = conv_bn_act(x, self.width, 1, name="conv1", bn_name="bn1", train=train, **kw)
+        y = conv_bn_act(y, self.width, 3, strides=self.strides, padding=1, name="conv2", bn_name="bn2",
+                        train=train, **kw)
+        y = conv_bn_act(y, out_ch, 1, name="conv3", bn_name="bn3", act=None, train=train, **kw)
         if self.strides != 1 or x.shape[-1] != out_ch:
-            x = Conv(out_ch, 1, strides=self.strides, use_bias=False, name="downsample_conv", **kw)(x)
-            x = _bn(train, "downsample_bn", kw)(x)
+            x = conv_bn_act(x, out_ch, 1, strides=self.strides, name="downsample_conv", bn_name="downsample_bn",
+                            act=None, train=train, **kw)
         return nn.relu(x + y)
 
 
@@ -67,8 +64,7 @@ class ResNet50Base(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = Conv(64, 7, strides=2, padding=3, use_bias=False, name="conv1", **kw)(x)
-        x = nn.relu(_bn(train, "bn1", kw)(x))
+        x = conv_bn_act(x, 64, 7, strides=2, padding=3, name="conv1", bn_name="bn1", train=train, **kw)
         x = max_pool(x, 3, 2, padding=1)
         for li, (width, blocks, stride) in enumerate(RESNET50_LAYERS, start=1):
             for b in range(blocks):

@@ -6,7 +6,7 @@ says) to a list of source feature maps; ``extras`` (optional) maps the last base
 to further source maps; ``heads`` puts one box-offset and one class-logit predictor on
 each source map. Params tree::
 
-    params["base"]    base network (frozen by ssd_jax.models.freeze_base_mask)
+    params["base"]    base network (frozen by ssd_jax.optim.trainable_params_mask)
     params["extras"]  extra feature layers
     params["heads"]   loc_0 .. loc_{m-1}, conf_0 .. conf_{m-1}
 
@@ -30,7 +30,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ssd_jax.anchors import DefaultBoxSpec
-from ssd_jax.models.layers import BatchNorm, Conv, Dtype
+from ssd_jax.models.layers import Conv, Dtype, conv_bn_act
 
 
 class SeparableHead(nn.Module):
@@ -45,11 +45,9 @@ class SeparableHead(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         c = x.shape[-1]
-        x = Conv(c, 3, padding=1, groups=c, use_bias=False, dtype=self.dtype,
-                 param_dtype=self.param_dtype, name="depthwise")(x)
-        x = BatchNorm(use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
-                         dtype=self.dtype, param_dtype=self.param_dtype, name="bn")(x)
-        x = nn.relu6(x)
+        x = conv_bn_act(x, c, 3, padding=1, groups=c, name="depthwise", bn_name="bn", momentum=self.bn_momentum,
+                        epsilon=self.bn_epsilon, act=nn.relu6, train=train, dtype=self.dtype,
+                        param_dtype=self.param_dtype)
         return Conv(self.features, 1, dtype=self.dtype, param_dtype=self.param_dtype, name="pointwise")(x)
 
 

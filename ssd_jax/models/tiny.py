@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ssd_jax.anchors import DefaultBoxSpec, paper_spec
-from ssd_jax.models.layers import BatchNorm, Conv, Dtype, conv_output_size
+from ssd_jax.models.layers import Dtype, conv_bn_act, conv_output_size
 
 BASE_WIDTHS = (16, 32, 64, 128)   # stride-2 stages; the last two are sources
 EXTRA_WIDTHS = ((64, 128), (64, 128), (64, 128))
@@ -65,12 +65,6 @@ def tiny_spec(image_size=DEFAULT_IMAGE_SIZE) -> DefaultBoxSpec:
                       s_min=0.2, s_max=0.9, aspect_ratios=ratios)
 
 
-def _conv_bn_relu(x, c, k, strides, padding, name, train, kw):
-    x = Conv(c, k, strides=strides, padding=padding, use_bias=False, name=name, **kw)(x)
-    x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name + "_bn", **kw)(x)
-    return nn.relu(x)
-
-
 class TinyBase(nn.Module):
     widths: tuple = BASE_WIDTHS
     dtype: Dtype | None = None
@@ -81,9 +75,9 @@ class TinyBase(nn.Module):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         sources = []
         for i, c in enumerate(self.widths, start=1):
-            x = _conv_bn_relu(x, c, 3, 2, 1, f"conv{i}", train, kw)
+            x = conv_bn_act(x, c, 3, strides=2, padding=1, name=f"conv{i}", train=train, **kw)
             if i > len(self.widths) - 2:
-                x = _conv_bn_relu(x, c, 3, 1, 1, f"conv{i}b", train, kw)
+                x = conv_bn_act(x, c, 3, padding=1, name=f"conv{i}b", train=train, **kw)
                 sources.append(x)
         return sources
 
@@ -100,13 +94,13 @@ class TinyExtras(nn.Module):
         first = len(BASE_WIDTHS) + 1
         for j, (mid, out) in enumerate(self.widths):
             n = first + j
-            x = _conv_bn_relu(x, mid, 1, 1, 0, f"conv{n}_1", train, kw)
+            x = conv_bn_act(x, mid, 1, name=f"conv{n}_1", train=train, **kw)
             if j == len(self.widths) - 1:
                 geo = [_last_block_geometry(s) for s in x.shape[1:3]]
                 strides = tuple(g[0] for g in geo)
                 padding = tuple((g[1], g[1]) for g in geo)
             else:
                 strides, padding = 2, 1
-            x = _conv_bn_relu(x, out, 3, strides, padding, f"conv{n}_2", train, kw)
+            x = conv_bn_act(x, out, 3, strides=strides, padding=padding, name=f"conv{n}_2", train=train, **kw)
             outs.append(x)
         return outs

@@ -39,7 +39,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from ssd_jax.models.layers import BatchNorm, Conv, Dtype, L2Norm, max_pool
+from ssd_jax.models.layers import Conv, Dtype, L2Norm, conv_bn_act
+from ssd_jax.ops.pooling import max_pool
 
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 
@@ -92,15 +93,10 @@ class ConvExtras(nn.Module):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         outs = []
 
-        def conv_act(x, c, k, s, p, name):
-            x = Conv(c, k, strides=s, padding=p, use_bias=not self.batch_norm, name=name, **kw)(x)
-            if self.batch_norm:
-                x = BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name + "_bn", **kw)(x)
-            return nn.relu(x)
-
         for j, (mid, out, k, s, p) in enumerate(self.blocks):
             n = self.first_index + j
-            x = conv_act(x, mid, 1, 1, 0, f"conv{n}_1")
-            x = conv_act(x, out, k, s, p, f"conv{n}_2")
+            x = conv_bn_act(x, mid, 1, name=f"conv{n}_1", batch_norm=self.batch_norm, train=train, **kw)
+            x = conv_bn_act(x, out, k, strides=s, padding=p, name=f"conv{n}_2", batch_norm=self.batch_norm,
+                            train=train, **kw)
             outs.append(x)
         return outs

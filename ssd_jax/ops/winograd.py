@@ -8,7 +8,8 @@ transforms are written as sums of strided views, so XLA fuses each into one loop
 products are 36 plain dots. :func:`conv3x3` computes its input gradient and kernel gradient
 the same way. In float32 results differ from a direct convolution by about 1e-5 of their
 scale (the transforms' constants 1/4, 1/6, 1/24 round), as cuDNN's and oneDNN's Winograd
-paths do. ``layers.Conv`` uses it on the CPU for wide layers (``layers.WINOGRAD_MIN_CHANNELS``).
+paths do. :func:`ssd_jax.ops.conv.conv2d` uses it on the CPU for wide layers
+(``conv.WINOGRAD_MIN_CHANNELS``).
 """
 
 from __future__ import annotations
