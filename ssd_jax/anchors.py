@@ -24,6 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ssd_jax.errors import ConfigError
+
 
 def _pairs(values, name):
     out = []
@@ -213,7 +215,7 @@ SSD300_COCO = DefaultBoxSpec(
 CLIP_NAMES = {"none": False, "all": True, "wh": "wh"}
 
 
-class AnchorConfigError(ValueError):
+class AnchorConfigError(ConfigError):
     """A ``config.anchors`` value that cannot give default boxes (the message names the field)."""
 
 

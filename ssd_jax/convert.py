@@ -45,14 +45,12 @@ import time (JAX / orbax are imported by :func:`write_workdir` only).
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from typing import Mapping
 
 import numpy as np
 
-from ssd_jax import param_trees
+from ssd_jax import cli, param_trees
 from ssd_jax.convert_layouts import (BOXES_PER_LOCATION, COCO_91_CLASS_NAMES, SOURCES, VOC_21_CLASS_NAMES,
                                      expected_shapes, layout)
 from ssd_jax.trained_anchors import TRAINED_ANCHORS
@@ -309,30 +307,25 @@ def write_workdir(workdir: str, params: dict, info: dict):
     checkpoints.write_model_info(workdir, info)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m ssd_jax.convert", description=(
-        "Convert PyTorch SSD300 / VGG16 weights into an ssd_jax workdir (model.json + checkpoints/0)."))
-    parser.add_argument("--from", dest="source", required=True, choices=SOURCES, help="layout of the .pth file")
-    parser.add_argument("path", help="the .pth file")
-    parser.add_argument("--workdir", required=True, help="output workdir (must not hold checkpoints yet)")
-    parser.add_argument("--num-classes", type=int, default=None,
-                        help="classes incl. background (default: read from the heads; 21 for base-only sources)")
-    args = parser.parse_args(argv)
+def main(argv=None) -> int:
+    p = cli.parser("ssd_jax.convert",
+                   "Convert PyTorch SSD300 / VGG16 weights into an ssd_jax workdir (model.json + checkpoints/0).")
+    p.add_argument("--from", dest="source", required=True, choices=SOURCES, help="layout of the .pth file")
+    p.add_argument("path", help="the .pth file")
+    p.add_argument("--workdir", required=True, help="output workdir (must not hold checkpoints yet)")
+    p.add_argument("--num_classes", type=int, default=None,
+                   help="classes incl. background (default: read from the heads; 21 for base-only sources)")
+    args, _ = cli.parse(p, argv)
     try:
         params, num_classes = convert_file(args.source, args.path, args.num_classes)
         write_workdir(args.workdir, params, model_info(args.source, num_classes))
-    except (ImportError, FileNotFoundError, FileExistsError, ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    n = sum(v.size for v in _leaves(params))
+    except (ImportError, FileExistsError, TypeError) as e:  # no torch, an existing workdir, not a state dict
+        raise ValueError(str(e)) from e
+    n = sum(v.size for v in param_trees.flatten(params).values())
     print(f"wrote {args.workdir}: {args.source} -> ssd300_vgg16 ({', '.join(params)}), {n:,} parameters, "
           f"{num_classes} classes")
-
-
-def _leaves(tree):
-    for v in tree.values():
-        yield from (_leaves(v) if isinstance(v, dict) else [v])
+    return cli.EXIT_OK
 
 
 if __name__ == "__main__":
-    main()
+    cli.exit_with(main)

@@ -11,16 +11,15 @@ batches with :class:`ssd_jax.detector.Detector`.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
-import sys
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
+from ssd_jax import cli
 from ssd_jax.detector import Detector, ImageDetections
 from ssd_jax.images import MAX_SIDE, load_image
 
@@ -76,33 +75,27 @@ def _write_outputs(out_dir: str, name: str, path: str, image: np.ndarray, origin
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ssd_jax.detect``; returns the exit status (0: every input worked, 1: some
-    input failed, 2: the model could not be loaded)."""
-    parser = argparse.ArgumentParser(prog="python -m ssd_jax.detect", description=(
-        "Detect objects in images with a trained workdir; writes <name>.json (pixel boxes, scores, "
-        "classes) and an annotated <name>.jpg per input into --out."))
-    parser.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
-    parser.add_argument("--workdir", required=True, help="training workdir (model.json + checkpoints)")
-    parser.add_argument("--checkpoint", default="best", help="best (default; falls back to latest), latest or a step")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--score-threshold", type=float, default=0.3, help="minimum class score (default 0.3)")
-    parser.add_argument("--iou-threshold", type=float, default=None, help="NMS IoU (default: model.json's)")
-    parser.add_argument("--max-detections", type=int, default=None, help="per image (default: model.json's)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per network call (default 8)")
-    parser.add_argument("--max-side", type=int, default=MAX_SIDE,
-                        help=f"larger images are downscaled to this longer side when read (default {MAX_SIDE})")
-    args = parser.parse_args(argv)
-
+    """``python -m ssd_jax.detect``; returns the exit status (0: every input worked, 1: some input
+    failed; the others are still processed and written)."""
+    p = cli.parser("ssd_jax.detect", "Detect objects in images with a trained workdir; writes <name>.json (pixel "
+                   "boxes, scores, classes) and an annotated <name>.jpg per input into --out.")
+    p.add_argument("inputs", nargs="+", help="image files and/or folders (searched recursively)")
+    p.add_argument("--workdir", required=True, help="training workdir (model.json + checkpoints)")
+    p.add_argument("--checkpoint", default="best", help="best (default; falls back to latest), latest or a step")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--score_threshold", type=float, default=0.3, help="minimum class score (default 0.3)")
+    p.add_argument("--iou_threshold", type=float, default=None, help="NMS IoU (default: model.json's)")
+    p.add_argument("--max_detections", type=int, default=None, help="per image (default: model.json's)")
+    p.add_argument("--batch_size", type=int, default=8, help="images per network call (default 8)")
+    p.add_argument("--max_side", type=int, default=MAX_SIDE,
+                   help=f"larger images are downscaled to this longer side when read (default {MAX_SIDE})")
+    args, _ = cli.parse(p, argv)
     checkpoint = args.checkpoint
     if checkpoint not in ("best", "latest"):
         if not checkpoint.isdigit():
-            parser.error(f"--checkpoint must be best, latest or a step number, got {checkpoint!r}")
+            p.error(f"--checkpoint must be best, latest or a step number, got {checkpoint!r}")
         checkpoint = int(checkpoint)
-    try:
-        detector = Detector.from_workdir(args.workdir, checkpoint, buckets=sorted({1, max(1, args.batch_size)}))
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    detector = Detector.from_workdir(args.workdir, checkpoint, buckets=sorted({1, max(1, args.batch_size)}))
     inputs = _list_inputs(args.inputs)
     os.makedirs(args.out, exist_ok=True)
     meta = dict(workdir=os.path.abspath(args.workdir), checkpoint_step=detector.step,
@@ -155,4 +148,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_with(main)

@@ -28,7 +28,6 @@ from PIL import Image
 
 from ssd_jax import param_trees
 from ssd_jax.images import resize_rgb, to_pixel_boxes, to_rgb_uint8
-from ssd_jax.trained_anchors import trained_spec
 
 DEFAULT_BUCKETS = (1, 8, 32)
 
@@ -175,9 +174,7 @@ class Detector:
 
         info = checkpoints.read_model_info(workdir)
         dtype = {"float32": None, "bfloat16": jnp.bfloat16}.get(info.get("dtype", "float32"))
-        module, spec = models.create(info["model"], int(info["num_classes"]), dtype=dtype,
-                                     image_size=tuple(info["image_size"]))
-        spec = trained_spec(info, spec)  # converted weights carry the boxes they were trained with
+        module, spec = models.from_model_info(info, dtype)
         variables, step = checkpoints.load_model_variables(workdir, checkpoint)
         class_names = info.get("class_names") or ["background"] + [f"class_{i}" for i in range(1, info["num_classes"])]
         if len(class_names) != int(info["num_classes"]):

@@ -7,3 +7,7 @@ class ConfigError(ValueError):
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or inf."""
+
+
+class UsageError(Exception):
+    """The command line itself is wrong: an unknown option, config name or field, a value of the wrong type."""

@@ -15,13 +15,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 
 import jax
 import ml_collections
 
 from ssd_jax import anchors as anchor_lib
-from ssd_jax import checkpoints, configs, convert, xla_options
+from ssd_jax import checkpoints, cli, xla_options
+from ssd_jax.trained_anchors import trained_spec
 
 
 def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
@@ -43,7 +43,7 @@ def evaluate_workdir(workdir: str, checkpoint: str = "best", config=None) -> dic
     variables, step = checkpoints.load_model_variables(workdir, checkpoint)
     task = train_utils.build_task(config)
     info = checkpoints.read_model_info(workdir)
-    spec = convert.trained_spec(info, task.spec)  # converted weights carry their own default boxes
+    spec = trained_spec(info, task.spec)  # converted weights carry their own default boxes
     task = dataclasses.replace(task, spec=spec, anchors=anchor_lib.default_boxes(spec))
     trained_classes = info["num_classes"]
     if trained_classes != len(task.class_names):
@@ -60,26 +60,19 @@ def evaluate_workdir(workdir: str, checkpoint: str = "best", config=None) -> dic
     return result
 
 
-def main(argv=None):
-    from absl import app, flags, logging as absl_logging
-    from ml_collections import config_flags
-
-    config_flags.DEFINE_config_file("config", None, "Optional config (name or path); default: the workdir's.")
-    flags.DEFINE_string("workdir", None, "Training workdir to evaluate.")
-    flags.DEFINE_string("checkpoint", "best", "best, latest, or a step number.")
-    flags.mark_flag_as_required("workdir")
-
-    def run(_):
-        absl_logging.set_verbosity(absl_logging.WARNING)
-        f = flags.FLAGS
-        try:
-            evaluate_workdir(f.workdir, f.checkpoint, f.config)
-        except (FileNotFoundError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(1)
-
-    app.run(run, argv=configs.resolve_argv(sys.argv if argv is None else argv))
+def main(argv=None) -> int:
+    p = cli.parser("ssd_jax.evaluate", __doc__, config="optional")
+    p.add_argument("--workdir", required=True, help="training workdir to evaluate")
+    p.add_argument("--checkpoint", default="best", help="best, latest, or a step number")
+    args, overrides = cli.parse(p, argv)
+    if args.config:
+        config = cli.load_config(args.config, overrides)
+    else:  # the workdir's own config, with any --config.FIELD=VALUE overrides
+        config = cli.apply_overrides(load_workdir_config(args.workdir), overrides)
+    cli.quiet_libraries()
+    evaluate_workdir(args.workdir, args.checkpoint, config)
+    return cli.EXIT_OK
 
 
 if __name__ == "__main__":
-    main()
+    cli.exit_with(main)

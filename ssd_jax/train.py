@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import time
 
 import jax
@@ -32,8 +31,9 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from ssd_jax import checkpoints, configs, data, xla_options
-from ssd_jax.errors import ConfigError, NonFiniteLossError
+from ssd_jax import anchors as anchor_lib
+from ssd_jax import checkpoints, cli, data, xla_options
+from ssd_jax.errors import NonFiniteLossError
 from ssd_jax.evaluation import format_table, write_report
 from ssd_jax.evaluation.split_pass import evaluate_split, save_sample_grid
 from ssd_jax.runtime import MetricsLog, StopSignal, format_duration, initialize_distributed
@@ -63,7 +63,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         checkpoints.write_model_info(workdir, dict(
             model=config.model, num_classes=len(task.class_names), class_names=list(task.class_names),
             image_size=list(task.spec.image_size), normalization=task.normalization, dtype=config.dtype,
-            postprocess=config.postprocess.to_dict()))
+            postprocess=config.postprocess.to_dict(),
+            anchor_config=config.anchors.to_dict() if config.get("anchors") else None,
+            default_boxes=anchor_lib.spec_to_dict(task.spec)))
 
     state = jax.jit(lambda: init_state(task, config.seed), out_shardings=replicated)()
     ckpt = checkpoints.Checkpointer(workdir, keep=config.keep_checkpoints)
@@ -195,34 +197,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return result
 
 
-def main(argv=None):
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    flags_ = flags.FLAGS
-    config_flags.DEFINE_config_file("config", None, "Config name (ssd_jax/configs/) or path.", lock_config=True)
-    flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and reports.")
-    flags.DEFINE_string("coordinator_address", "", "Multi-process: address:port of process 0.")
-    flags.DEFINE_integer("num_processes", 0, "Multi-process: number of processes.")
-    flags.DEFINE_integer("process_id", -1, "Multi-process: index of this process.")
-    flags.DEFINE_integer("distributed_timeout", 300, "Multi-process: seconds to wait for every process to join.")
-    flags.mark_flags_as_required(["config", "workdir"])
-
-    def run(_):
-        from absl import logging as absl_logging
-        absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and TF are chatty at INFO
-        initialize_distributed(flags_.coordinator_address, flags_.num_processes, flags_.process_id,
-                               flags_.distributed_timeout)
-        try:
-            result = train_and_evaluate(flags_.config, flags_.workdir)
-        except (NonFiniteLossError, ConfigError, FileNotFoundError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(1)
-        if result.get("stopped_by"):
-            sys.exit(0)
-
-    app.run(run, argv=configs.resolve_argv(sys.argv if argv is None else argv))
+def main(argv=None) -> int:
+    p = cli.parser("ssd_jax.train", __doc__, config="required")
+    p.add_argument("--workdir", required=True, help="directory for checkpoints, logs and reports (resumed if present)")
+    p.add_argument("--coordinator_address", default="", help="multi-process: host:port of process 0")
+    p.add_argument("--num_processes", type=int, default=0, help="multi-process: number of processes")
+    p.add_argument("--process_id", type=int, default=-1, help="multi-process: index of this process")
+    p.add_argument("--distributed_timeout", type=int, default=300,
+                   help="multi-process: seconds to wait for every process to join")
+    args, overrides = cli.parse(p, argv)
+    config = cli.load_config(args.config, overrides)
+    cli.quiet_libraries()
+    initialize_distributed(args.coordinator_address, args.num_processes, args.process_id, args.distributed_timeout)
+    train_and_evaluate(config, args.workdir)
+    return cli.EXIT_OK
 
 
 if __name__ == "__main__":
-    main()
+    cli.exit_with(main)

@@ -14,14 +14,13 @@ import logging
 from typing import Any
 
 import flax.struct
-import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from ssd_jax import anchors as anchor_lib
-from ssd_jax import checkpoints, data, losses, matching, models, optim, postprocess
+from ssd_jax import checkpoints, data, losses, matching, models, optim, param_trees, postprocess
 from ssd_jax.errors import ConfigError
 
 log = logging.getLogger("ssd_jax.train_utils")
@@ -81,7 +80,8 @@ def build_task(config, num_steps: int | None = None) -> Task:
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}.get(config.dtype)
     if dtype is None:
         raise ConfigError(f"config.dtype must be float32 or bfloat16, got {config.dtype!r}")
-    module, spec = models.create(config.model, num_classes, dtype=dtype, image_size=config.image_size)
+    module, spec = models.create(config.model, num_classes, dtype=dtype, image_size=config.image_size,
+                                 anchors=config.get("anchors"))
     params_shape = jax.eval_shape(
         lambda: module.init(jax.random.key(0), jnp.zeros((1, *spec.image_size, 3)), train=False))["params"]
     try:
@@ -111,20 +111,22 @@ def load_pretrained(state: TrainState, workdir: str) -> TrainState:
     fine-tuning on new classes); what was and was not copied is logged.
     """
     variables, step = checkpoints.load_model_variables(workdir, "latest")
-    flat_new = flax.traverse_util.flatten_dict({"params": state.params, "batch_stats": state.batch_stats})
-    flat_old = flax.traverse_util.flatten_dict(variables)
-    copied, kept = 0, []
-    for key, value in flat_new.items():
-        old = flat_old.get(key)
-        if old is not None and tuple(old.shape) == tuple(value.shape):
-            flat_new[key] = jnp.asarray(old, value.dtype)
-            copied += 1
-        else:
-            kept.append("/".join(key))
-    log.warning("init_from %s (step %d): copied %d arrays, re-initialised %d: %s", workdir, step, copied,
-                len(kept), ", ".join(kept[:8]) + (" ..." if len(kept) > 8 else ""))
-    tree = flax.traverse_util.unflatten_dict(flat_new)
-    return state.replace(params=tree["params"], batch_stats=tree.get("batch_stats", {}))
+    new = {"params": state.params, "batch_stats": state.batch_stats}
+    diff = param_trees.compare_trees(new, variables)
+    fresh = set(diff.missing) | {m.path for m in diff.wrong_shape}
+    old = param_trees.flatten(variables)
+    tree = jax.tree_util.tree_map_with_path(
+        lambda path, value: value if _path(path) in fresh else jnp.asarray(old[_path(path)], value.dtype), new)
+    kept = [p for p in param_trees.flatten(new) if p in fresh]
+    log.warning("init_from %s (step %d): copied %d arrays, re-initialised %d: %s", workdir, step,
+                len(param_trees.flatten(new)) - len(kept), len(kept),
+                ", ".join(kept[:8]) + (" ..." if len(kept) > 8 else ""))
+    return state.replace(params=tree["params"], batch_stats=tree["batch_stats"])
+
+
+def _path(key_path) -> str:
+    """A ``jax.tree_util`` key path of a dict tree as ``param_trees``' ``"a/b/c"``."""
+    return "/".join(str(k.key) for k in key_path)
 
 
 # ----------------------------------------------------------------------------- steps

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssd_jax import anchors, boxes, checkpoints, convert, convert_layouts, models, postprocess
+from ssd_jax import anchors, boxes, checkpoints, cli, convert, convert_layouts, models, postprocess
 from ssd_jax.testing import synthetic_state_dict
 from ssd_jax.trained_anchors import trained_default_boxes
 from ssd_jax.data.normalize import normalize
@@ -308,5 +308,6 @@ def test_cli_writes_a_loadable_workdir_and_base_only_init_from(tmp_path, sp):
     assert float(loaded.params["base"]["conv4_3_norm"]["scale"][0]) == 0.5  # not in the file: kept
     assert float(loaded.params["heads"]["conf_0"]["kernel"][0, 0, 0, 0]) == 0.5
 
-    with pytest.raises(SystemExit):  # refuses to write into a workdir that has checkpoints
-        convert.main(["--from", "vgg16_reducedfc", str(tmp_path / "reduced.npz"), "--workdir", str(tmp_path / "base")])
+    # Refuses to write into a workdir that has checkpoints: one line, exit 1.
+    args = ["--from", "vgg16_reducedfc", str(tmp_path / "reduced.npz"), "--workdir", str(tmp_path / "base")]
+    assert cli.run(convert.main, args) == cli.EXIT_FAILED

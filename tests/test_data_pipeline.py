@@ -332,13 +332,14 @@ def test_draw_boxes_and_grid(tmp_path):
     assert Image.open(tmp_path / "g.png").size == (163, 123)
 
 
-def test_preview_config_accepts_packaged_names_and_paths(tmp_path):
+def test_preview_command_takes_a_config_with_overrides(tmp_path, capsys):
+    from ssd_jax import cli
     from ssd_jax.data import preview
 
-    assert preview.load_config("raccoon").source == "voc_folder"
-    path = tmp_path / "mine.py"
-    path.write_text("from ssd_jax import data\n\ndef get_config():\n    c = data.default_config()\n"
-                    "    c.max_boxes = 7\n    return c\n")
-    assert preview.load_config(str(path)).max_boxes == 7
-    with pytest.raises(SystemExit, match="neither a file nor a packaged config"):
-        preview.load_config("no_such_config")
+    out = tmp_path / "grid.png"
+    args = ["--config", "shapes", "--config.data.shapes.num_train=8", "--config.data.shapes.image_size=64",
+            "--num", "4", "--size", "64", "--out", str(out)]
+    assert cli.run(preview.main, args) == cli.EXIT_OK
+    assert Image.open(out).size[0] > 2 * 64
+    assert cli.run(preview.main, ["--config", "no_such_config"]) == cli.EXIT_USAGE
+    assert "neither a file nor a packaged config" in capsys.readouterr().err

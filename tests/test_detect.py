@@ -13,7 +13,7 @@ from PIL import Image
 
 from ssd_jax import anchors as anchor_lib
 from ssd_jax import boxes as box_lib
-from ssd_jax import checkpoints, configs, models, postprocess, train
+from ssd_jax import checkpoints, cli, configs, models, postprocess, train
 from ssd_jax.data.normalize import normalize
 from ssd_jax.data.shapes import generate_example
 from ssd_jax.detect import main
@@ -248,5 +248,6 @@ def test_cli_processes_good_images_and_reports_bad_ones(workdir, detector, tmp_p
     assert [d["class_name"] for d in record["detections"]] == list(expected.class_names)
     assert Image.open(out / "good.jpg").size == (120, 70)
     assert main(["--workdir", workdir, str(folder / "good.png"), "--out", str(out)]) == 0
-    assert main(["--workdir", str(tmp_path), str(folder), "--out", str(out)]) == 2
-    assert "model.json" in capsys.readouterr().err
+    assert cli.run(main, ["--workdir", str(tmp_path), str(folder), "--out", str(out)]) == cli.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "model.json is missing" in err and "Traceback" not in err

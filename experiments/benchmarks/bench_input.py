@@ -54,9 +54,9 @@ def main():
         cfg.num_parallel_calls = args.parallel
     size = (args.size, args.size)
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
-    from ssd_jax.data import sources
+    from ssd_jax.data import registry
     from ssd_jax.data.tf_setup import tf
-    raw = sources.get_source(cfg).train_stream(cfg.train_split, 0, 0, 1, 0, 0, -1)
+    raw = registry.get_source(cfg).train_stream(cfg.train_split, 0, 0, 1, 0, 0, -1)
     raw_iter = iter(raw.map(lambda e: tf.shape(e["image"])).batch(args.batch).as_numpy_iterator())
     print(f"decode only (raw stream, no resize): {rate(raw_iter, args.batch, args.batches // 2):.1f} images/s")
     train = data.train_iterator(cfg, size, args.batch, normalization="caffe", seed=0)

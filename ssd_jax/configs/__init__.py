@@ -42,16 +42,3 @@ def load(name_or_path: str):
     config.lock()
     return config
 
-
-def resolve_argv(argv: list) -> list:
-    """``argv`` with the value of ``--config NAME`` / ``--config=NAME`` resolved to a path.
-
-    Lets ``--config shapes`` name a packaged config (``config_flags`` wants a path).
-    """
-    out = list(argv)
-    for i, arg in enumerate(out):
-        if arg == "--config" and i + 1 < len(out):
-            out[i + 1] = resolve(out[i + 1])
-        elif arg.startswith("--config="):
-            out[i] = "--config=" + resolve(arg.split("=", 1)[1])
-    return out

@@ -14,6 +14,8 @@ Configs start from :func:`base_config` and change what differs. Field reference:
     paths kept fixed, e.g. "base/conv1_1"; see CAFFE_VGG16_FROZEN);
   init_from: "" (random) or a workdir whose params initialise this run (heads re-initialised when the
     class count differs);
+  anchors: sources, s_min, s_max, min_sizes, max_sizes, aspect_ratios, clip, offset: the default
+    boxes on the model's source maps (see ``ssd_jax.anchors.spec_from_config``; empty = the model's);
   postprocess: score_threshold, iou_threshold, pre_nms_top_k, max_detections;
   eval: every (steps; 0 = only at the end), batch_size, use_07_metric, with_coco, num_sample_images;
   log_every, checkpoint_every, keep_checkpoints.
@@ -46,6 +48,11 @@ def base_config() -> ml_collections.ConfigDict:
         schedule="multistep", warmup_steps=0, boundaries=(80_000, 100_000), decay_factor=0.1,
         grad_clip_norm=0.0, freeze_base=False, frozen=()))
     c.init_from = ""
+    # Default boxes on the model's source maps (ssd_jax.anchors.spec_from_config): the empty values
+    # keep the model's own boxes; e.g. s_min=0.1, s_max=0.9 (paper formula), aspect_ratios=((2, 3),)
+    # (every map), sources=(0, 1, 2) (which maps predict).
+    c.anchors = ml_collections.ConfigDict(dict(
+        sources=(), s_min=0.0, s_max=0.0, min_sizes=(), max_sizes=(), aspect_ratios=(), clip="", offset=0.5))
     c.postprocess = ml_collections.ConfigDict(dict(
         score_threshold=0.01, iou_threshold=0.45, pre_nms_top_k=400, max_detections=200))
     c.eval = ml_collections.ConfigDict(dict(

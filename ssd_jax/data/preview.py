@@ -1,20 +1,16 @@
 """Write a PNG grid of augmented training (or eval) samples with their boxes and class names.
 
-    python -m ssd_jax.data.preview --out grid.png                      # synthetic shapes
-    python -m ssd_jax.data.preview --config shapes --out grid.png --size 300
-``--config`` is a Python config file whose ``get_config()`` returns either the data section or
-a full config with a ``data`` field (e.g. the trainer's configs); omitted: ``default_config()``.
+    python -m ssd_jax.data.preview --out grid.png                      # the shapes config
+    python -m ssd_jax.data.preview --config raccoon --config.data.root=path/to/voc --out grid.png
+``--config`` names a training config (packaged name or file) as for ``python -m ssd_jax.train``, with
+``--config.FIELD=VALUE`` overrides; its ``data`` section is drawn.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
-
 import numpy as np
 
-from ssd_jax import visualize
-from ssd_jax.data import config as config_lib
+from ssd_jax import cli, visualize
 from ssd_jax.data import pipeline
 from ssd_jax.data.normalize import denormalize
 
@@ -36,37 +32,23 @@ def preview_grid(cfg, path, image_size=(300, 300), num_images=16, seed=0, column
     return visualize.save_grid(drawn, path, columns=columns)
 
 
-def load_config(path: str | None):
-    """The data section of a config (a packaged name such as ``shapes``, or a Python file with
-    ``get_config()``), or the default."""
-    if not path:
-        return config_lib.default_config()
-    from ssd_jax import configs
-
-    try:
-        path = configs.resolve(path)
-    except FileNotFoundError as e:
-        raise SystemExit(str(e))
-    spec = importlib.util.spec_from_file_location("preview_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    cfg = module.get_config()
-    return cfg.data if "data" in cfg else cfg
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=None, help="config name (e.g. shapes) or Python file with get_config()")
-    parser.add_argument("--out", default="grid.png")
-    parser.add_argument("--size", type=int, default=300)
-    parser.add_argument("--num", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--split", choices=("train", "eval"), default="train")
-    args = parser.parse_args(argv)
-    grid = preview_grid(load_config(args.config), args.out, (args.size, args.size), args.num, args.seed,
+def main(argv=None) -> int:
+    p = cli.parser("ssd_jax.data.preview", __doc__, config="optional")
+    p.add_argument("--out", default="grid.png", help="PNG to write (default grid.png)")
+    p.add_argument("--size", type=int, default=None, help="square image size (default: the config's image_size, "
+                   "else 300)")
+    p.add_argument("--num", type=int, default=16, help="number of samples")
+    p.add_argument("--seed", type=int, default=0, help="augmentation seed")
+    p.add_argument("--split", choices=("train", "eval"), default="train",
+                   help="train: augmented training samples; eval: resized eval images")
+    args, overrides = cli.parse(p, argv)
+    config = cli.load_config(args.config or "shapes", overrides)
+    size = args.size or config.get("image_size") or 300
+    grid = preview_grid(config.data, args.out, (size, size), args.num, args.seed,
                         columns=int(np.ceil(np.sqrt(args.num))), split=args.split)
     print(f"wrote {args.out} ({grid.shape[1]}x{grid.shape[0]})")
+    return cli.EXIT_OK
 
 
 if __name__ == "__main__":
-    main()
+    cli.exit_with(main)

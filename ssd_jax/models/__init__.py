@@ -36,7 +36,7 @@ from typing import Callable
 
 import jax.numpy as jnp
 
-from ssd_jax import anchors
+from ssd_jax import anchors as anchor_lib
 from ssd_jax.models.layers import Conv, L2Norm
 from ssd_jax.models.mobilenet_v2 import MobileNetV2Base, SSDLiteExtras
 from ssd_jax.models.resnet import EXTRAS_RESNET, ResNet50Base
@@ -47,7 +47,7 @@ from ssd_jax.models.vgg import EXTRAS_300, EXTRAS_512, ConvExtras, VGG16Base
 # torchvision ssdlite320_mobilenet_v2: DefaultBoxGenerator([[2, 3]] * 6, min_ratio=0.2,
 # max_ratio=0.95) = the paper's formula with s_min 0.2, s_max 0.95, 6 boxes per location,
 # clipped to [0, 1]; maps 20, 10, 5, 3, 2, 1 at 320 px.
-SSDLITE320_SPEC = anchors.paper_spec((20, 10, 5, 3, 2, 1), image_size=320, s_min=0.2, s_max=0.95, clip=True)
+SSDLITE320_SPEC = anchor_lib.paper_spec((20, 10, 5, 3, 2, 1), image_size=320, s_min=0.2, s_max=0.95, clip=True)
 
 
 def _fixed_size(name, spec, image_size):
@@ -59,13 +59,13 @@ def _fixed_size(name, spec, image_size):
 
 
 def _ssd300_vgg16(num_classes, dtype, param_dtype, image_size):
-    spec = _fixed_size("ssd300_vgg16", anchors.SSD300_VOC, image_size)
+    spec = _fixed_size("ssd300_vgg16", anchor_lib.SSD300_VOC, image_size)
     kw = dict(dtype=dtype, param_dtype=param_dtype)
     return SSD(VGG16Base(**kw), ConvExtras(EXTRAS_300, **kw), spec, num_classes, "conv", **kw), spec
 
 
 def _ssd512_vgg16(num_classes, dtype, param_dtype, image_size):
-    spec = _fixed_size("ssd512_vgg16", anchors.SSD512_VOC, image_size)
+    spec = _fixed_size("ssd512_vgg16", anchor_lib.SSD512_VOC, image_size)
     kw = dict(dtype=dtype, param_dtype=param_dtype)
     return SSD(VGG16Base(**kw), ConvExtras(EXTRAS_512, **kw), spec, num_classes, "conv", **kw), spec
 
@@ -77,7 +77,7 @@ def _ssdlite320(num_classes, dtype, param_dtype, image_size):
 
 
 def _ssd300_resnet50(num_classes, dtype, param_dtype, image_size):
-    spec = _fixed_size("ssd300_resnet50", anchors.SSD300_COCO, image_size)
+    spec = _fixed_size("ssd300_resnet50", anchor_lib.SSD300_COCO, image_size)
     kw = dict(dtype=dtype, param_dtype=param_dtype)
     extras = ConvExtras(EXTRAS_RESNET, batch_norm=True, **kw)
     return SSD(ResNet50Base(**kw), extras, spec, num_classes, "conv", **kw), spec
@@ -109,7 +109,7 @@ def _lookup(name):
     return _REGISTRY[name]
 
 
-def create(name: str, num_classes: int, *, dtype=None, param_dtype=jnp.float32, image_size=None):
+def create(name: str, num_classes: int, *, dtype=None, param_dtype=jnp.float32, image_size=None, anchors=None):
     """Build model ``name`` for ``num_classes`` classes (background included).
 
     Args:
@@ -117,13 +117,40 @@ def create(name: str, num_classes: int, *, dtype=None, param_dtype=jnp.float32, 
       param_dtype: dtype of the parameters (float32 by default).
       image_size: input size, int or (height, width); only ``ssd_tiny`` accepts sizes
         other than its default, the others accept their own size or raise.
+      anchors: a ``config.anchors`` section (see ``anchors.spec_from_config``): which source maps
+        predict and their default boxes; the heads follow it (boxes per location, maps). ``None``
+        or the default section gives the model's own boxes and the same params tree as always.
     Returns:
       ``(module, spec)``: the Flax module and its ``anchors.DefaultBoxSpec``.
+    Raises:
+      ValueError: an unknown model or a size it does not support; ``anchors.AnchorConfigError``
+        (a ``ConfigError``) for an anchors section that cannot work, naming the field.
     """
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2 (background + objects), got {num_classes!r}")
     build, _ = _lookup(name)
-    return build(num_classes, dtype, param_dtype, image_size)
+    module, spec = build(num_classes, dtype, param_dtype, image_size)
+    if anchors:
+        all_maps = tuple(range(len(spec.feature_map_sizes)))
+        spec, sources = anchor_lib.spec_from_config(spec, anchors)
+        module = module.clone(spec=spec, sources=None if sources == all_maps else sources)
+    return module, spec
+
+
+def from_model_info(info: dict, dtype=None):
+    """``(module, spec)`` of a workdir's ``model.json``: its model, classes, input size and the
+    default boxes it was trained with (``anchor_config`` of a training run, or a converted
+    checkpoint's preset, ``ssd_jax.trained_anchors``)."""
+    from ssd_jax.trained_anchors import trained_spec
+
+    module, spec = create(info["model"], int(info["num_classes"]), dtype=dtype,
+                          image_size=tuple(info["image_size"]), anchors=info.get("anchor_config"))
+    return module, trained_spec(info, spec)
+
+
+def config_spec(config) -> anchor_lib.DefaultBoxSpec:
+    """The default boxes a training config's model uses (its ``model``, ``image_size``, ``anchors``)."""
+    return create(config.model, 2, image_size=config.get("image_size"), anchors=config.get("anchors"))[1]
 
 
 def input_normalization(name: str) -> str:
@@ -136,4 +163,4 @@ def input_normalization(name: str) -> str:
     return _lookup(name)[1]
 
 
-__all__ = ["create", "names", "input_normalization", "SSD", "SSDLITE320_SPEC", "L2Norm", "Conv"]
+__all__ = ["create", "config_spec", "from_model_info", "names", "input_normalization", "SSD", "SSDLITE320_SPEC", "L2Norm", "Conv"]

@@ -92,6 +92,9 @@ class SSD(nn.Module):
       spec: the default-box grid the outputs correspond to.
       num_classes: ``C``, including background (class 0).
       head_type: "conv" (SSD) or "separable" (SSDLite).
+      sources: indices of the base + extras maps that predict (ascending), ``None`` = all; heads
+        exist only for these (``loc_i`` / ``conf_i`` numbered among them), and ``spec`` describes
+        them (``config.anchors.sources``, the paper's Table 3).
     """
 
     base: nn.Module
@@ -99,6 +102,7 @@ class SSD(nn.Module):
     spec: DefaultBoxSpec
     num_classes: int
     head_type: str = "conv"
+    sources: tuple | None = None
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
@@ -123,6 +127,8 @@ class SSD(nn.Module):
         sources = list(self.base(x, train=train))
         if self.extras is not None:
             sources += list(self.extras(sources[-1], train=train))
+        if self.sources is not None:
+            sources = [sources[i] for i in self.sources]
         sizes = tuple(tuple(s.shape[1:3]) for s in sources)
         if sizes != tuple(self.spec.feature_map_sizes):
             raise ValueError(
