@@ -23,6 +23,8 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
+from ssd_jax.errors import CheckpointError
+
 MODEL_JSON = "model.json"
 CHOICES = ("latest", "best")
 log = logging.getLogger("ssd_jax.checkpoints")
@@ -65,17 +67,30 @@ class Checkpointer:
         """``(step, model, train)`` of the newest readable checkpoint, or None when there is none.
 
         Templates give structure, shapes, dtypes and shardings (arrays or ShapeDtypeStructs).
+        An unreadable step is skipped (with a warning) for an older one.
+
+        Raises:
+          CheckpointError: there are checkpoints but none restores (a template that does not fit,
+            or every step corrupt): training must not silently start afresh over them.
         """
         abstract = lambda t: jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, t)
-        for step in sorted(self.latest.all_steps(), reverse=True):
+        steps = sorted(self.latest.all_steps(), reverse=True)
+        last_error = None
+        for step in steps:
             try:
                 restored = self.latest.restore(step, args=ocp.args.Composite(
                     model=ocp.args.StandardRestore(abstract(model_template)),
                     train=ocp.args.StandardRestore(abstract(train_template))))
             except Exception as e:  # a corrupt or partial step folder: fall back to the previous one
                 _warn_unreadable(step, self.latest.directory, e)
+                last_error = e
                 continue
             return step, restored["model"], restored["train"]
+        if steps:
+            raise CheckpointError(
+                f"none of the {len(steps)} checkpoints in {self.latest.directory} restores (steps {steps}; last "
+                f"error {type(last_error).__name__}: {str(last_error).strip()[:200]}); move that folder away to "
+                "start afresh, or use the config it was written with")
         return None
 
     def wait(self):
@@ -90,7 +105,7 @@ class Checkpointer:
 def _warn_unreadable(step, directory, error):
     message = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
     log.warning("checkpoint step %d in %s is unreadable (%s: %s); skipping it for an older one",
-                    step, directory, type(error).__name__, message)
+                step, directory, type(error).__name__, message)
 
 
 def _is_number(v) -> bool:

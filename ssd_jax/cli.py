@@ -31,11 +31,11 @@ import traceback
 from typing import Callable, Sequence
 
 from ssd_jax import configs
-from ssd_jax.errors import ConfigError, NonFiniteLossError, UsageError
+from ssd_jax.errors import CheckpointError, ConfigError, NonFiniteLossError, UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # What a user's mistake raises: reported as one line; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ConfigError, NonFiniteLossError, FileNotFoundError, NotADirectoryError, ValueError)
+USER_ERRORS = (CheckpointError, ConfigError, NonFiniteLossError, FileNotFoundError, NotADirectoryError, ValueError)
 
 
 class _Parser(argparse.ArgumentParser):

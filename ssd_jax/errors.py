@@ -5,6 +5,10 @@ class ConfigError(ValueError):
     """A config value that cannot work (reported without a traceback by the command line)."""
 
 
+class CheckpointError(RuntimeError):
+    """Checkpoints exist but cannot be restored (so a run must not start afresh over them)."""
+
+
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or inf."""
 

@@ -53,10 +53,12 @@ def draw_boxes(image, boxes, labels, scores=None, class_names=None, line_width=N
     for i, (box, label) in enumerate(zip(boxes, labels)):
         if scores is not None and scores[i] < min_score:
             continue
-        x0, y0, x1, y1 = (np.clip(box, 0.0, 1.0) * [width, height, width, height]).tolist()
+        # Pixel-edge corners rounded to whole pixels (PIL truncates floats: 0.9 * 100 in float32 is 89.99...).
+        x0, y0, x1, y1 = np.rint(np.clip(box, 0.0, 1.0).astype(np.float64) * [width, height, width, height]).astype(int)
         colour = class_colour(int(label))
         draw.rectangle([x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)], outline=colour, width=line_width)
-        name = class_names[int(label)] if class_names is not None and 0 <= int(label) < len(class_names) else str(int(label))
+        known = class_names is not None and 0 <= int(label) < len(class_names)
+        name = class_names[int(label)] if known else str(int(label))
         caption = name if scores is None else f"{name} {float(scores[i]):.2f}"
         left, top, right, bottom = draw.textbbox((0, 0), caption, font=font)
         text_w, text_h = right - left, bottom - top

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from ssd_jax import checkpoints
+from ssd_jax.errors import CheckpointError
 
 
 def state(value):
@@ -107,6 +108,20 @@ def test_unreadable_latest_falls_back_to_the_previous_with_a_warning(workdir, ca
         variables, step = checkpoints.load_model_variables(workdir, "latest")
     assert step == 1 and "checkpoint step 2" in caplog.text and "unreadable" in caplog.text
     np.testing.assert_array_equal(variables["params"]["w"], np.full((3, 2), 1.0))
+
+
+def test_resume_falls_back_over_a_corrupt_step_but_never_starts_afresh_over_checkpoints(workdir):
+    ckpt = checkpoints.Checkpointer(workdir, keep=3)
+    for step in (1, 2):
+        ckpt.save(step, *state(float(step)))
+    ckpt.wait()
+    ckpt.close()
+    corrupt(os.path.join(workdir, "checkpoints", "2"))
+    step, model, _ = checkpoints.Checkpointer(workdir).restore_latest(*state(0.0))
+    assert step == 1 and float(model["params"]["w"][0, 0]) == 1.0
+    corrupt(os.path.join(workdir, "checkpoints", "1"))
+    with pytest.raises(CheckpointError, match=r"none of the 2 checkpoints in .* restores \(steps \[2, 1\]"):
+        checkpoints.Checkpointer(workdir).restore_latest(*state(0.0))
 
 
 def test_model_info_round_trip_and_missing(workdir):

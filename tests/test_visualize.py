@@ -43,3 +43,11 @@ def test_save_grid_writes_a_png_of_the_grid_size(tmp_path):
     np.testing.assert_array_equal(saved, grid)
     assert np.all(grid[2:12, 2:22] == 10) and np.all(grid[14:24, 24:44] == 50)  # image 4: row 1, column 1
     assert np.all(grid[0:2] == 255) and np.all(grid[14:24, 46:66] == 255)  # padding and the empty cell
+
+
+def test_edges_round_to_the_nearest_pixel_not_down():
+    # 0.9 * 100 is 89.99... in float32: the box's last column and row are 89, not 88.
+    drawn = visualize.draw_boxes(np.zeros((100, 100, 3), np.uint8), [[0.1, 0.1, 0.9, 0.9]], [1], line_width=1)
+    colour = np.asarray(visualize.class_colour(1))
+    assert (drawn[50, 89] == colour).all() and (drawn[89, 50] == colour).all()
+    assert (drawn[50, 90] == 0).all() and (drawn[50, 88] == 0).all()
