@@ -65,7 +65,7 @@ class Sweep:
 # --smoke: a few steps on 64 px images (ssd_tiny maps 8, 4, 2, 1, 1), tiny splits, no sample images.
 SMOKE_OVERRIDES = {
     "num_steps": 3,
-    "batch_size": 4,
+    "batch_size": 8,  # divisible by the 8 fake CPU devices of the tests
     "image_size": 64,
     "data.shapes.image_size": 64,
     "data.shapes.num_train": 16,
