@@ -162,6 +162,7 @@ def run_sweep(sweep, workdir: str, seeds: int = 1, smoke: bool = False, rows_arg
             config = row_configs[row.name].copy_and_resolve_references()  # a fresh copy per seed
             config.seed = k
             config.lock()
+            resumed = os.path.isdir(os.path.join(run_dir, "checkpoints"))
             os.makedirs(run_dir, exist_ok=True)
             log(f"[ablate] {row.name} seed {k}: training into {run_dir}")
             t0 = time.time()
@@ -171,7 +172,8 @@ def run_sweep(sweep, workdir: str, seeds: int = 1, smoke: bool = False, rows_arg
                 log(f"[ablate] {row.name} seed {k}: stopped ({result.get('stopped_by')}); re-run to resume")
                 summary_now()
                 raise KeyboardInterrupt(result.get("stopped_by") or "stopped")
-            runs[(row.name, k)] = results_lib.write_run_result(run_dir, row.name, k, row.overrides, result, wall)
+            runs[(row.name, k)] = results_lib.write_run_result(run_dir, row.name, k, row.overrides, result, wall,
+                                                                   resumed=resumed)
             trained += 1
             log(f"[ablate] {row.name} seed {k}: mAP {result['mAP']:.4f} in {wall:.1f}s")
             summary_now()

@@ -93,6 +93,14 @@ def test_shapes_source_gets_every_setting():
     assert compat.shapes_settings_forwarded()
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "data/sources.py ShapesSource.generate does not forward the new data.shapes.* settings yet: "
+    "the edit is `shapes.generate_example(index, split, **shapes.generator_kwargs(c))` "
+    "(experiments/ablations/compat.py); remove this marker when it lands"))
+def test_data_sources_forward_every_shapes_setting_unpatched():
+    assert compat.shapes_settings_forwarded(compat.original_generate())
+
+
 # ---------------------------------------------------------------- the runner without training
 
 def _fake_metrics(config):

@@ -49,11 +49,17 @@ def _json_value(v):
     return v
 
 
-def write_run_result(run_dir: str, row: str, seed: int, overrides: dict, result: dict, wall_s: float) -> dict:
-    """The marker of a finished run: metrics, wall time and the overrides, written atomically."""
+def write_run_result(run_dir: str, row: str, seed: int, overrides: dict, result: dict, wall_s: float,
+                     resumed: bool = False) -> dict:
+    """The marker of a finished run: metrics, wall time and the overrides, written atomically.
+
+    ``wall_s`` is the time of the call that finished the run (training + evaluation; for a
+    ``resumed`` run only the part after the resume)."""
+    losses = result.get("losses") or []
     record = {"row": row, "seed": seed, "overrides": {k: _to_jsonable(v) for k, v in overrides.items()},
               "metrics": {m: _json_value(result[m]) for m in METRICS if m in result},
-              "wall_s": round(float(wall_s), 2), "step": _json_value(result.get("step")),
+              "wall_s": round(float(wall_s), 2), "resumed": bool(resumed),
+              "final_loss": _json_value(float(losses[-1])) if len(losses) else None,
               "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     tmp = os.path.join(run_dir, RESULT_FILE + ".tmp")
     with open(tmp, "w") as f:
