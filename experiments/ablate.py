@@ -42,6 +42,10 @@ class SweepConfigError(ValueError):
     """A sweep's rows do not fit the config (unknown keys, bad values, missing features)."""
 
 
+class RunFailures(RuntimeError):
+    """Some runs raised (the others finished; the summary is written; re-running retries them)."""
+
+
 def _dotted_keys(cfg, prefix=""):
     keys = []
     for k in cfg.keys():
@@ -128,10 +132,11 @@ def run_sweep(sweep, workdir: str, seeds: int = 1, smoke: bool = False, rows_arg
               "rows_selected": [r.name for r in rows], "machine": results_lib.machine_info(),
               "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv)}
     t_start = time.time()
-    runs, trained, skipped = {}, 0, 0
+    runs, trained, skipped, failures = {}, 0, 0, []
 
     def summary_now():
-        header.update(wall_s=round(time.time() - t_start, 2), runs_trained=trained, runs_skipped=skipped)
+        header.update(wall_s=round(time.time() - t_start, 2), runs_trained=trained, runs_skipped=skipped,
+                      failures=failures)
         summary = results_lib.summarise(sweep, rows, runs, seeds)
         results_lib.write_summary(workdir, sweep, sweep.base, summary, header)
         return summary
@@ -166,7 +171,13 @@ def run_sweep(sweep, workdir: str, seeds: int = 1, smoke: bool = False, rows_arg
             os.makedirs(run_dir, exist_ok=True)
             log(f"[ablate] {row.name} seed {k}: training into {run_dir}")
             t0 = time.time()
-            result = train(config, run_dir)
+            try:
+                result = train(config, run_dir)
+            except Exception as e:  # noqa: BLE001 (e.g. a diverging row: the others still run)
+                failures.append({"row": row.name, "seed": k, "error": f"{type(e).__name__}: {e}"})
+                log(f"[ablate] {row.name} seed {k}: FAILED ({type(e).__name__}: {e}); re-run to retry")
+                summary_now()
+                continue
             wall = time.time() - t0
             if result.get("stopped_by") or "mAP" not in result:
                 log(f"[ablate] {row.name} seed {k}: stopped ({result.get('stopped_by')}); re-run to resume")
@@ -179,6 +190,9 @@ def run_sweep(sweep, workdir: str, seeds: int = 1, smoke: bool = False, rows_arg
             summary_now()
     summary = summary_now()
     log(open(os.path.join(workdir, "results.md")).read())
+    if failures:
+        raise RunFailures(f"{len(failures)} run(s) failed: "
+                          + "; ".join(f"{f['row']} seed {f['seed']}: {f['error']}" for f in failures))
     return summary
 
 
@@ -206,6 +220,9 @@ def main(argv=None) -> int:
     except (SweepConfigError, KeyError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2
+    except RunFailures as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return 0

@@ -156,6 +156,9 @@ def write_summary(workdir: str, sweep, config_name: str, summary: list, header: 
             _fmt(e["AP"]["mean"], e["AP"]["std"]), _fmt_delta(e["AP"]["delta"]),
             _fmt(e["APs"]["mean"], e["APs"]["std"]), _fmt(e["APm"]["mean"], e["APm"]["std"]),
             _fmt(e["APl"]["mean"], e["APl"]["std"]), _fmt_time(e["wall_s"]), ov]) + " |")
+    if header.get("failures"):
+        lines += ["", "Failed runs (no result; re-run the sweep to retry them):", ""]
+        lines += [f"- `{f['row']}` seed {f['seed']}: {f['error']}" for f in header["failures"]]
     notes = [f"- `{e['row']}`: {e['note']}" for e in summary if e["note"]]
     if notes:
         lines += ["", "Rows:", ""] + notes

@@ -20,7 +20,7 @@ def get_config():
     c.model = "ssd_tiny"
     c.image_size = 128
     c.batch_size = 32
-    c.num_steps = 600
+    c.num_steps = 900
     c.data.source = "shapes"
     c.data.max_boxes = 12
     c.data.augment.expand = False
@@ -31,7 +31,7 @@ def get_config():
     s.image_size = 128
     s.min_objects = 2
     s.max_objects = 8
-    s.min_side = 0.05
+    s.min_side = 0.07
     s.max_side = 0.9
     s.side_distribution = "log"
     s.min_aspect = 1 / 3
