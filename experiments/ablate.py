@@ -48,7 +48,7 @@ class RunFailures(RuntimeError):
 
 def _dotted_keys(cfg, prefix=""):
     keys = []
-    for k in cfg.keys():
+    for k in cfg:
         v = cfg[k]
         full = prefix + k
         keys.append(full)
@@ -189,7 +189,8 @@ def run_sweep(sweep, workdir: str, seeds: int = 1, smoke: bool = False, rows_arg
             log(f"[ablate] {row.name} seed {k}: mAP {result['mAP']:.4f} in {wall:.1f}s")
             summary_now()
     summary = summary_now()
-    log(open(os.path.join(workdir, "results.md")).read())
+    with open(os.path.join(workdir, "results.md")) as f:
+        log(f.read())
     if failures:
         raise RunFailures(f"{len(failures)} run(s) failed: "
                           + "; ".join(f"{f['row']} seed {f['seed']}: {f['error']}" for f in failures))

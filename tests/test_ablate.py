@@ -225,11 +225,13 @@ def test_smoke_sweep_trains_and_reruns_skip(tmp_path, monkeypatch):
     workdir = str(tmp_path / "sweep")
     argv = ["--sweep", "design_choices", "--workdir", workdir, "--smoke", "--rows", "baseline,alpha_2"]
     assert ablate.main(argv) == 0
-    doc = json.loads(open(os.path.join(workdir, "results.json")).read())
+    with open(os.path.join(workdir, "results.json")) as f:
+        doc = json.load(f)
     assert [r["row"] for r in doc["rows"]] == ["baseline", "alpha_2"] and doc["smoke"]
     for r in doc["rows"]:
         assert r["seeds_done"] == 1 and r["mAP"]["mean"] is not None and r["AP"]["mean"] is not None
-    md = open(os.path.join(workdir, "results.md")).read()
+    with open(os.path.join(workdir, "results.md")) as f:
+        md = f.read()
     assert "| baseline |" in md and "| alpha_2 |" in md and "Smoke run" in md
     assert os.path.getsize(os.path.join(workdir, "results.png")) > 0
     result_files = [os.path.join(workdir, r, "seed0", results.RESULT_FILE) for r in ("baseline", "alpha_2")]

@@ -15,6 +15,7 @@ import numpy as np
 
 def _probe_config():
     import ml_collections
+
     from ssd_jax.data import shapes
 
     return ml_collections.ConfigDict(dict(

@@ -28,16 +28,14 @@ def machine_info() -> dict:
             "cpu_cores": os.cpu_count(), "cpu_cores_listed": logical or None,
             "cpu_cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "platform": platform.platform(), "python": platform.python_version()}
-    try:
+    if hasattr(os, "getloadavg"):
         info["load_average_at_start"] = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        pass
     try:
         import jax
         info["jax"] = jax.__version__
         info["devices"] = [str(d) for d in jax.devices()]
-    except Exception:  # noqa: BLE001 (information only)
-        pass
+    except Exception as e:  # noqa: BLE001 (information only)
+        info["devices"] = f"unknown ({type(e).__name__})"
     return info
 
 
@@ -140,13 +138,13 @@ def write_summary(workdir: str, sweep, config_name: str, summary: list, header: 
     if header.get("smoke"):
         lines += ["**Smoke run** (a few steps on tiny images): the numbers mean nothing.", ""]
     m = header["machine"]
-    lines += [f"Machine: {m.get('cpu_model')}, {m.get('cpu_cores')} cores "
-              f"({m.get('cpu_cores_usable')} usable), load average at start {m.get('load_average_at_start')}; "
-              f"{header['seeds']} seed(s) per row; this invocation's wall time {_fmt_time(header['wall_s'])}, "
-              f"{header['runs_trained']} run(s) trained, {header['runs_skipped']} already finished.", "",
-              "Mean ± sample std over seeds; Δ = difference of the means from the baseline row "
-              f"(`{sweep.baseline.name}`). Time = mean wall time of one run (training + evaluation; on a "
-              "shared machine it depends on the load).", ""]
+    lines += [(f"Machine: {m.get('cpu_model')}, {m.get('cpu_cores')} cores "
+               f"({m.get('cpu_cores_usable')} usable), load average at start {m.get('load_average_at_start')}; "
+               f"{header['seeds']} seed(s) per row; this invocation's wall time {_fmt_time(header['wall_s'])}, "
+               f"{header['runs_trained']} run(s) trained, {header['runs_skipped']} already finished."), "",
+              ("Mean ± sample std over seeds; Δ = difference of the means from the baseline row "
+               f"(`{sweep.baseline.name}`). Time = mean wall time of one run (training + evaluation; on a "
+               "shared machine it depends on the load)."), ""]
     cols = ["row", "seeds", "VOC07 mAP@0.5", "Δ mAP", "COCO AP", "Δ AP", "APs", "APm", "APl", "time/run", "overrides"]
     lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for e in summary:

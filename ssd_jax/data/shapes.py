@@ -91,7 +91,7 @@ def _draw_distractors(rng: np.random.Generator, image: Image.Image, count: int) 
         kind = int(rng.integers(3))
         cx, cy = rng.uniform(0, size, size=2)
         r = rng.uniform(0.04, 0.25) * size
-        width = max(1, int(round(rng.uniform(0.01, 0.03) * size)))
+        width = max(1, round(rng.uniform(0.01, 0.03) * size))
         if kind == 0:
             draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=colour, width=width)
         elif kind == 1:
