@@ -15,7 +15,9 @@ Fields (trainer configs override them):
   shuffle_buffer: shuffle buffer for stream sources (tfds); index sources use a full permutation.
   num_parallel_calls: parallelism of the tf.data maps (-1 = AUTOTUNE).
   augment: photometric / expand / crop / flip switches, expand_max_ratio.
-  shapes: the synthetic generator (num_train, num_eval, image_size, min/max_objects, clutter, seed).
+  shapes: the synthetic generator (num_train, num_eval, image_size, min/max_objects, clutter, seed;
+    harder-task settings min/max_side, side_distribution, min/max_aspect, max_extent, max_overlap_iou,
+    min_visible, distractors: see ``ssd_jax.data.shapes``; the defaults give the easy task).
 """
 
 from __future__ import annotations
@@ -42,5 +44,7 @@ def default_config() -> ml_collections.ConfigDict:
         dict(photometric=True, expand=True, crop=True, flip=True, expand_max_ratio=4.0))
     cfg.shapes = ml_collections.ConfigDict(
         dict(num_train=2000, num_eval=200, image_size=160, min_objects=1, max_objects=4,
-             clutter=1.0, seed=0))
+             clutter=1.0, seed=0,
+             min_side=0.2, max_side=0.5, side_distribution="uniform", min_aspect=0.6, max_aspect=1.6,
+             max_extent=0.7, max_overlap_iou=0.3, min_visible=0.0, distractors=0))
     return cfg
