@@ -155,12 +155,8 @@ def run_sweep(sweep, workdir: str, seeds: int = 1, smoke: bool = False, rows_arg
                 skipped += 1
                 continue
             if train_fn is None:
-                from experiments.ablations import compat
                 from ssd_jax import train as trainer
 
-                if compat.forward_shapes_settings():
-                    log("[ablate] note: data/sources.py does not forward the data.shapes.* settings yet; "
-                        "patched ShapesSource.generate for this process (experiments/ablations/compat.py)")
                 train = trainer.train_and_evaluate
             else:
                 train = train_fn

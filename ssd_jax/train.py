@@ -65,6 +65,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             image_size=list(task.spec.image_size), normalization=task.normalization, dtype=config.dtype,
             postprocess=config.postprocess.to_dict(),
             anchor_config=config.anchors.to_dict() if config.get("anchors") else None,
+            model_options=config.model_options.to_dict() if config.get("model_options") else None,
             default_boxes=anchor_lib.spec_to_dict(task.spec)))
 
     state = jax.jit(lambda: init_state(task, config.seed), out_shardings=replicated)()

@@ -81,7 +81,7 @@ def build_task(config, num_steps: int | None = None) -> Task:
     if dtype is None:
         raise ConfigError(f"config.dtype must be float32 or bfloat16, got {config.dtype!r}")
     module, spec = models.create(config.model, num_classes, dtype=dtype, image_size=config.image_size,
-                                 anchors=config.get("anchors"))
+                                 anchors=config.get("anchors"), options=config.get("model_options"))
     params_shape = jax.eval_shape(
         lambda: module.init(jax.random.key(0), jnp.zeros((1, *spec.image_size, 3)), train=False))["params"]
     try:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from experiments import ablate
-from experiments.ablations import compat, results, sweeps
+from experiments.ablations import results, sweeps
 from ssd_jax import configs
 from ssd_jax.data import shapes
 
@@ -87,18 +87,17 @@ def test_shapes_hard_is_deterministic():
 
 
 def test_shapes_source_gets_every_setting():
-    """The pipeline's source generates the hard task (directly once data/sources.py forwards
-    generator_kwargs; until then through the runner's compat patch)."""
-    compat.forward_shapes_settings()
-    assert compat.shapes_settings_forwarded()
+    """The pipeline's shapes source generates exactly what the generator does with every data.shapes.* setting."""
+    import ml_collections
 
+    from ssd_jax.data import sources
 
-@pytest.mark.xfail(strict=True, reason=(
-    "data/sources.py ShapesSource.generate does not forward the new data.shapes.* settings yet: "
-    "the edit is `shapes.generate_example(index, split, **shapes.generator_kwargs(c))` "
-    "(experiments/ablations/compat.py); remove this marker when it lands"))
-def test_data_sources_forward_every_shapes_setting_unpatched():
-    assert compat.shapes_settings_forwarded(compat.original_generate())
+    cfg = ml_collections.ConfigDict(dict(
+        num_train=1, num_eval=1, image_size=48, seed=0,
+        **{**shapes.DEFAULT_SETTINGS, "min_side": 0.1, "max_side": 0.9, "distractors": 3, "clutter": 2.0}))
+    got = sources.ShapesSource(cfg).generate("train", 0)
+    want = shapes.generate_example(0, "train", **shapes.generator_kwargs(cfg))
+    assert all(np.array_equal(a, b) for a, b in zip(got, want))
 
 
 # ---------------------------------------------------------------- the runner without training

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ssd_jax import models, xla_options
+from ssd_jax import models, optim, xla_options
 from ssd_jax.configs._base import CAFFE_VGG16_FROZEN
 from timing import interleaved_medians
 
@@ -48,7 +48,7 @@ def jax_model(name: str, batch: int, num_classes: int = 21, dtype=None, xla_defa
     params, state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
     opt = optax.sgd(1e-3, momentum=0.9)
     opt_state = opt.init(params)
-    trainable = models.freeze_base_mask(params, frozen)
+    trainable = optim.trainable_params_mask(params, frozen)
 
     def forward(params, state, images):
         return module.apply({"params": params, **state}, images, train=False)

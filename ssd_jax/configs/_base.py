@@ -16,6 +16,7 @@ Configs start from :func:`base_config` and change what differs. Field reference:
     class count differs);
   anchors: sources, s_min, s_max, min_sizes, max_sizes, aspect_ratios, clip, offset: the default
     boxes on the model's source maps (see ``ssd_jax.anchors.spec_from_config``; empty = the model's);
+  model_options: the model factory's own switches (ssd_tiny: source_convs);
   postprocess: score_threshold, iou_threshold, pre_nms_top_k, max_detections;
   eval: every (steps; 0 = only at the end), batch_size, use_07_metric, with_coco, num_sample_images;
   log_every, checkpoint_every, keep_checkpoints.
@@ -53,6 +54,7 @@ def base_config() -> ml_collections.ConfigDict:
     # (every map), sources=(0, 1, 2) (which maps predict).
     c.anchors = ml_collections.ConfigDict(dict(
         sources=(), s_min=0.0, s_max=0.0, min_sizes=(), max_sizes=(), aspect_ratios=(), clip="", offset=0.5))
+    c.model_options = ml_collections.ConfigDict()  # the model's own switches (models.create(options=...))
     c.postprocess = ml_collections.ConfigDict(dict(
         score_threshold=0.01, iou_threshold=0.45, pre_nms_top_k=400, max_detections=200))
     c.eval = ml_collections.ConfigDict(dict(

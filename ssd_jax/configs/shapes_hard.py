@@ -26,6 +26,7 @@ from ssd_jax.configs._base import base_config
 def get_config():
     c = base_config()
     c.model = "ssd_tiny"
+    c.model_options.source_convs = True  # the stride-1 3x3 conv on each source stage
     c.image_size = 128
     c.batch_size = 32
     c.num_steps = 900

@@ -143,9 +143,7 @@ class ShapesSource(IndexedSource):
         key = (split, index)
         if self._cache is not None and key in self._cache:
             return self._cache[key]
-        c = self.cfg
-        example = shapes.generate_example(index, split, seed=c.seed, image_size=c.image_size,
-                                          min_objects=c.min_objects, max_objects=c.max_objects, clutter=c.clutter)
+        example = shapes.generate_example(index, split, **shapes.generator_kwargs(self.cfg))
         if self._cache is not None:
             self._cache[key] = example
         return example

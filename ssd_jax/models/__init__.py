@@ -32,11 +32,13 @@ name                          input  boxes       normalisation  spec
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import jax.numpy as jnp
 
 from ssd_jax import anchors as anchor_lib
+from ssd_jax.errors import ConfigError
 from ssd_jax.models.layers import Conv, L2Norm
 from ssd_jax.models.mobilenet_v2 import MobileNetV2Base, SSDLiteExtras
 from ssd_jax.models.resnet import EXTRAS_RESNET, ResNet50Base
@@ -83,10 +85,10 @@ def _ssd300_resnet50(num_classes, dtype, param_dtype, image_size):
     return SSD(ResNet50Base(**kw), extras, spec, num_classes, "conv", **kw), spec
 
 
-def _ssd_tiny(num_classes, dtype, param_dtype, image_size):
+def _ssd_tiny(num_classes, dtype, param_dtype, image_size, source_convs: bool = True):
     spec = tiny_spec(TINY_IMAGE_SIZE if image_size is None else image_size)
     kw = dict(dtype=dtype, param_dtype=param_dtype)
-    return SSD(TinyBase(**kw), TinyExtras(**kw), spec, num_classes, "conv", **kw), spec
+    return SSD(TinyBase(source_convs=bool(source_convs), **kw), TinyExtras(**kw), spec, num_classes, "conv", **kw), spec
 
 
 _REGISTRY: dict[str, tuple[Callable, str]] = {
@@ -109,7 +111,8 @@ def _lookup(name):
     return _REGISTRY[name]
 
 
-def create(name: str, num_classes: int, *, dtype=None, param_dtype=jnp.float32, image_size=None, anchors=None):
+def create(name: str, num_classes: int, *, dtype=None, param_dtype=jnp.float32, image_size=None, anchors=None,
+           options=None):
     """Build model ``name`` for ``num_classes`` classes (background included).
 
     Args:
@@ -120,6 +123,8 @@ def create(name: str, num_classes: int, *, dtype=None, param_dtype=jnp.float32, 
       anchors: a ``config.anchors`` section (see ``anchors.spec_from_config``): which source maps
         predict and their default boxes; the heads follow it (boxes per location, maps). ``None``
         or the default section gives the model's own boxes and the same params tree as always.
+      options: a ``config.model_options`` mapping of the model's own switches (``ssd_tiny``:
+        ``source_convs``); an option the model does not have is a ``ConfigError``.
     Returns:
       ``(module, spec)``: the Flax module and its ``anchors.DefaultBoxSpec``.
     Raises:
@@ -129,7 +134,13 @@ def create(name: str, num_classes: int, *, dtype=None, param_dtype=jnp.float32, 
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2 (background + objects), got {num_classes!r}")
     build, _ = _lookup(name)
-    module, spec = build(num_classes, dtype, param_dtype, image_size)
+    options = dict(options.items()) if options else {}
+    accepted = list(inspect.signature(build).parameters)[4:]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ConfigError(f"config.model_options: {name} has no option {', '.join(unknown)}; its options: "
+                          f"{', '.join(accepted) or 'none'}")
+    module, spec = build(num_classes, dtype, param_dtype, image_size, **options)
     if anchors:
         all_maps = tuple(range(len(spec.feature_map_sizes)))
         spec, sources = anchor_lib.spec_from_config(spec, anchors)
@@ -143,14 +154,15 @@ def from_model_info(info: dict, dtype=None):
     checkpoint's preset, ``ssd_jax.trained_anchors``)."""
     from ssd_jax.trained_anchors import trained_spec
 
-    module, spec = create(info["model"], int(info["num_classes"]), dtype=dtype,
-                          image_size=tuple(info["image_size"]), anchors=info.get("anchor_config"))
+    module, spec = create(info["model"], int(info["num_classes"]), dtype=dtype, image_size=tuple(info["image_size"]),
+                          anchors=info.get("anchor_config"), options=info.get("model_options"))
     return module, trained_spec(info, spec)
 
 
 def config_spec(config) -> anchor_lib.DefaultBoxSpec:
     """The default boxes a training config's model uses (its ``model``, ``image_size``, ``anchors``)."""
-    return create(config.model, 2, image_size=config.get("image_size"), anchors=config.get("anchors"))[1]
+    return create(config.model, 2, image_size=config.get("image_size"), anchors=config.get("anchors"),
+                  options=config.get("model_options"))[1]
 
 
 def input_normalization(name: str) -> str:

@@ -66,7 +66,11 @@ def tiny_spec(image_size=DEFAULT_IMAGE_SIZE) -> DefaultBoxSpec:
 
 
 class TinyBase(nn.Module):
+    """The stride-2 stages; ``source_convs`` adds the stride-1 3x3 conv on each source stage (the
+    receptive-field widening of the module docstring; False gives the 15 / 31 px variant)."""
+
     widths: tuple = BASE_WIDTHS
+    source_convs: bool = True
     dtype: Dtype | None = None
     param_dtype: Dtype = jnp.float32
 
@@ -77,7 +81,8 @@ class TinyBase(nn.Module):
         for i, c in enumerate(self.widths, start=1):
             x = conv_bn_act(x, c, 3, strides=2, padding=1, name=f"conv{i}", train=train, **kw)
             if i > len(self.widths) - 2:
-                x = conv_bn_act(x, c, 3, padding=1, name=f"conv{i}b", train=train, **kw)
+                if self.source_convs:
+                    x = conv_bn_act(x, c, 3, padding=1, name=f"conv{i}b", train=train, **kw)
                 sources.append(x)
         return sources
 
