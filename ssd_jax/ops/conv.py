@@ -1,11 +1,12 @@
 """2-D convolution (NHWC/HWIO) and bias addition, with the CPU formulations chosen per layer.
 
-:func:`conv2d` is ``lax.conv_general_dilated`` with explicit padding; on CPU it runs
-float32 3x3 stride-1 pad-1 layers with at least ``WINOGRAD_MIN_CHANNELS`` input and output
-channels by Winograd F(4x4, 3x3) (:mod:`ssd_jax.ops.winograd`; about 1e-5 relative rounding
-difference), other strided layers by :func:`strided_conv` and depthwise layers by
-:func:`depthwise_conv`. Their gradients are written by hand because XLA:CPU's own are slow
-(same values up to float rounding). Other dense convolutions are XLA's (compile with
+:func:`conv2d` is ``lax.conv_general_dilated`` with explicit padding; lowered for the CPU
+(:func:`ssd_jax.ops.platform.cpu_or_generic_vjp`) it runs float32 3x3 stride-1 pad-1 layers with
+at least ``WINOGRAD_MIN_CHANNELS`` input and output channels by Winograd F(4x4, 3x3)
+(:mod:`ssd_jax.ops.winograd`; about 1e-5 relative rounding difference), other strided layers
+by :func:`strided_conv` and depthwise layers by :func:`depthwise_conv`. Their gradients are
+written by hand because XLA:CPU's own are slow (same values up to float rounding). Other dense
+convolutions, and every convolution lowered for another platform, are XLA's (compile with
 :func:`ssd_jax.xla_options.compiler_options` on CPU).
 """
 
@@ -18,6 +19,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from ssd_jax.ops import winograd
+from ssd_jax.ops.platform import cpu_or_generic_vjp
 from ssd_jax.ops.reduce import sum_over_positions
 from ssd_jax.ops.windows import window_views
 
@@ -30,24 +32,39 @@ def conv2d(x, kernel, strides: tuple, padding: tuple, dilation: tuple = (1, 1), 
 
     ``strides``, ``dilation``: ``(h, w)``; ``padding``: explicit ``((top, bottom), (left, right))``.
     The numbers of ``lax.conv_general_dilated`` (Winograd: up to about 1e-5 of their scale);
-    the formulation is picked per layer for the CPU backend (module docstring).
+    the CPU lowering takes the layer's CPU formulation where it has one (module docstring).
     """
-    kh, kw = kernel.shape[:2]
-    on_cpu = jax.default_backend() == "cpu"
-    if (on_cpu and (kh, kw) == (3, 3) and strides == dilation == (1, 1) and padding == ((1, 1), (1, 1))
+    def xla_conv(x, kernel):
+        return lax.conv_general_dilated(x, kernel, strides, padding, rhs_dilation=dilation,
+                                        dimension_numbers=NHWC, feature_group_count=groups)
+
+    cpu_conv = _cpu_conv(x, kernel, strides, padding, dilation, groups)
+    if cpu_conv is None:
+        return xla_conv(x, kernel)
+    return cpu_or_generic_vjp(x, kernel, cpu=cpu_conv, generic=xla_conv)
+
+
+def _cpu_conv(x, kernel, strides, padding, dilation, groups):
+    """``(x, kernel) -> y``: the CPU formulation of this layer, or None where XLA's is the CPU's best."""
+    if (kernel.shape[:2] == (3, 3) and strides == dilation == (1, 1) and padding == ((1, 1), (1, 1))
             and groups == 1 and min(x.shape[-1], kernel.shape[-1]) >= WINOGRAD_MIN_CHANNELS
             and x.dtype == jnp.float32):
-        return winograd.conv3x3(x, kernel)
-    if on_cpu and dilation == (1, 1) and groups == 1 and max(strides) > 1:
-        return strided_conv(x, kernel, strides, padding)
-    if on_cpu and dilation == (1, 1) and groups == x.shape[-1] == kernel.shape[-1]:
-        return depthwise_conv(x, kernel, strides, padding)
-    return lax.conv_general_dilated(x, kernel, strides, padding, rhs_dilation=dilation,
-                                    dimension_numbers=NHWC, feature_group_count=groups)
+        return winograd.conv3x3
+    if dilation == (1, 1) and groups == 1 and max(strides) > 1:
+        return lambda x, kernel: strided_conv(x, kernel, strides, padding)
+    if dilation == (1, 1) and groups == x.shape[-1] == kernel.shape[-1]:
+        return lambda x, kernel: depthwise_conv(x, kernel, strides, padding)
+    return None
+
+
+def add_bias(y, bias):
+    """``y [..., C] + bias [C]`` (promoted as ``+``); lowered for the CPU, the bias gradient is
+    :func:`sum_over_positions` (:func:`add_bias_cpu`), elsewhere autodiff's reduction."""
+    return cpu_or_generic_vjp(y, bias, cpu=add_bias_cpu, generic=lambda y, bias: y + bias)
 
 
 @jax.custom_vjp
-def add_bias(y, bias):
+def add_bias_cpu(y, bias):
     """``y [..., C] + bias [C]``; the bias gradient is :func:`sum_over_positions`."""
     return y + bias
 
@@ -60,7 +77,7 @@ def _add_bias_bwd(bias, g):
     return g, sum_over_positions(g).astype(bias.dtype)
 
 
-add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
+add_bias_cpu.defvjp(_add_bias_fwd, _add_bias_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -69,8 +86,8 @@ def strided_conv(x, kernel, strides, padding):
 
     The same numbers; the input gradient is :func:`strided_conv_input_grad` (XLA:CPU's inserts
     ``stride - 1`` zeros between gradient rows and columns and convolves over them: a 2x2
-    stride wastes 3/4 of the work). The kernel gradient is XLA's. :func:`conv2d` uses it on
-    the CPU backend only (GPU libraries have a native strided input gradient).
+    stride wastes 3/4 of the work). The kernel gradient is XLA's. :func:`conv2d` uses it in
+    CPU lowerings only (GPU libraries have a native strided input gradient).
     """
     return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=NHWC)
 
@@ -137,8 +154,8 @@ def depthwise_conv(x, kernel, strides, padding):
     a sum over taps of strided views of ``x`` times that tap's per-channel weights: one fused
     elementwise loop. XLA:CPU runs a grouped convolution as a generic loop (20x slower on
     MobileNetV2's layers) and expands its gradients into dense convolutions. The kernel
-    gradient reduces each tap with :func:`sum_over_positions`. :func:`conv2d` uses it on the
-    CPU backend only.
+    gradient reduces each tap with :func:`sum_over_positions`. :func:`conv2d` uses it in CPU
+    lowerings only.
     """
     return _depthwise_sum(x, kernel, strides, padding)
 

@@ -6,8 +6,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
+from ssd_jax.ops.platform import cpu_or_generic_vjp
 from ssd_jax.ops.windows import window_views
 
 
@@ -30,19 +32,27 @@ def max_pool(x, window: int, stride: int, padding: int = 0, ceil_mode: bool = Fa
     """PyTorch ``MaxPool2d`` on ``x [N, H, W, C]`` (padding counts as -inf; ``ceil_mode`` pads bottom/right).
 
     Ties: the gradient goes to the first maximum of each window in row-major order, as with
-    XLA's ``select_and_scatter`` (see :func:`_max_pool_bwd`).
+    XLA's ``select_and_scatter`` (autodiff's rule, used where not lowered for the CPU; the CPU
+    lowering uses :func:`_max_pool_bwd`).
     """
-    return _max_pool(x, window, stride, max_pool_padding(x.shape[1:3], window, stride, padding, ceil_mode))
+    pads = max_pool_padding(x.shape[1:3], window, stride, padding, ceil_mode)
+    return cpu_or_generic_vjp(x, cpu=lambda x: _max_pool_cpu(x, window, stride, pads),
+                              generic=lambda x: _reduce_window_max(x, window, stride, pads))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
-def _max_pool(x, window, stride, pads):
-    return lax.reduce_window(x, jnp.array(-jnp.inf, x.dtype), lax.max, (1, window, window, 1),
+def _reduce_window_max(x, window, stride, pads):
+    # A concrete (NumPy) -inf makes this XLA's differentiable max pool, whose gradient is select_and_scatter.
+    return lax.reduce_window(x, np.array(-np.inf, x.dtype), lax.max, (1, window, window, 1),
                              (1, stride, stride, 1), ((0, 0), *pads, (0, 0)))
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool_cpu(x, window, stride, pads):
+    return _reduce_window_max(x, window, stride, pads)
+
+
 def _max_pool_fwd(x, window, stride, pads):
-    y = _max_pool(x, window, stride, pads)
+    y = _reduce_window_max(x, window, stride, pads)
     return y, (x, y)
 
 
@@ -69,4 +79,4 @@ def _max_pool_bwd(window, stride, pads, res, g):
     return (dxp[:, pads[0][0]:pads[0][0] + h, pads[1][0]:pads[1][0] + w],)
 
 
-_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+_max_pool_cpu.defvjp(_max_pool_fwd, _max_pool_bwd)
