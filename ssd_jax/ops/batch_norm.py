@@ -1,4 +1,4 @@
-"""Training-mode batch normalisation, with a closed-form gradient in CPU lowerings."""
+"""Training-mode batch normalisation with a closed-form gradient."""
 
 from __future__ import annotations
 
@@ -8,49 +8,35 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ssd_jax.ops.platform import cpu_or_generic_vjp
-from ssd_jax.ops.reduce import sum_over_positions
+from ssd_jax.ops.reduce import channel_sum
 
 
 def _batch_moments(x32):
     """Biased mean and variance of ``x32 [..., C]`` over every axis but the last (float32)."""
     count = x32.size // x32.shape[-1]
-    mean = sum_over_positions(x32) / count
-    var = jnp.maximum(sum_over_positions(x32 * x32) / count - mean * mean, 0.0)
+    mean = channel_sum(x32) / count
+    var = jnp.maximum(channel_sum(x32 * x32) / count - mean * mean, 0.0)
     return mean, var
 
 
-def batch_norm_train(x, scale, bias, epsilon: float):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batch_norm_train(x, scale, bias, epsilon):
     """Training-mode batch normalisation of ``x [..., C]`` over all axes but the last.
 
     Returns ``(y, mean, var)``: ``y = (x - mean) / sqrt(var + epsilon) * scale + bias`` in
     float32 with the batch's biased ``mean`` and ``var`` ``[C]`` (``var = E[x^2] - E[x]^2``,
-    clipped at 0: ``flax.linen.BatchNorm``'s defaults). Lowered for the CPU this is
-    :func:`batch_norm_train_cpu` (closed-form gradient), elsewhere the same formulas under autodiff.
+    clipped at 0: ``flax.linen.BatchNorm``'s defaults). The gradient is the closed form of
+    batch norm's backward pass. Its reductions are :func:`ssd_jax.ops.reduce.channel_sum`:
+    in CPU lowerings laid out for XLA:CPU (which turns autodiff's reductions to ``[C]`` into
+    slow windowed tree reductions), elsewhere XLA's plain reductions.
     """
-    return cpu_or_generic_vjp(x, scale, bias, cpu=lambda *a: batch_norm_train_cpu(*a, epsilon),
-                              generic=lambda *a: _batch_norm_train_impl(*a, epsilon, _plain_moments)[:3])
-
-
-def _plain_moments(x32):
-    """Biased mean and variance of ``x32 [..., C]`` over every axis but the last, as plain means."""
-    axes = tuple(range(x32.ndim - 1))
-    mean = x32.mean(axes)
-    return mean, jnp.maximum((x32 * x32).mean(axes) - mean * mean, 0.0)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def batch_norm_train_cpu(x, scale, bias, epsilon):
-    """:func:`batch_norm_train` with the closed form of batch norm's backward pass as its gradient,
-    its reductions done by :func:`sum_over_positions` (XLA:CPU turns autodiff's reductions to
-    ``[C]`` into slow windowed tree reductions)."""
     y, mean, var, _ = _batch_norm_train_impl(x, scale, bias, epsilon)
     return y, mean, var
 
 
-def _batch_norm_train_impl(x, scale, bias, epsilon, moments=_batch_moments):
+def _batch_norm_train_impl(x, scale, bias, epsilon):
     x32 = x.astype(jnp.float32)
-    mean, var = moments(x32)
+    mean, var = _batch_moments(x32)
     inv = lax.rsqrt(var + epsilon)
     y = (x32 - mean) * (inv * scale.astype(jnp.float32)) + bias.astype(jnp.float32)
     return y, mean, var, inv
@@ -68,11 +54,11 @@ def _batch_norm_train_bwd(epsilon, res, cotangents):
     centred = x.astype(jnp.float32) - mean
     xhat = centred * inv
     g = g.astype(jnp.float32)
-    g_bias = sum_over_positions(g)
-    g_scale = sum_over_positions(g * xhat)
+    g_bias = channel_sum(g)
+    g_scale = channel_sum(g * xhat)
     dx = (inv * scale.astype(jnp.float32)) * (g - (g_bias + xhat * g_scale) / count)
     dx = dx + (g_mean + 2.0 * g_var * centred) / count  # through the returned statistics
     return dx.astype(x.dtype), g_scale.astype(scale.dtype), g_bias.astype(bias.dtype)
 
 
-batch_norm_train_cpu.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
+batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd)
