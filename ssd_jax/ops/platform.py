@@ -38,8 +38,10 @@ def cpu_or_generic_vjp(*args, cpu: Callable, generic: Callable):
 
     ``args`` are arrays; ``cpu`` and ``generic`` differentiable functions of them (``cpu``
     typically a ``jax.custom_vjp``, whose rule the CPU lowering then uses). The backward pass
-    recomputes the taken formulation's forward from ``args`` (its residuals), which XLA drops
-    or shares with the forward pass where the backward rule does not need it.
+    recomputes the taken formulation's forward from ``args`` (its residuals); XLA drops it where
+    the backward rule does not use it (as for Winograd and the depthwise convolution). Ops whose
+    forward is the same on every platform choose only their backward, with :func:`cpu_or_generic`
+    inside their ``custom_vjp`` rule.
     """
     @jax.custom_vjp
     def op(*args):

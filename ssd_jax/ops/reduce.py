@@ -23,6 +23,7 @@ def sum_over_positions(x):
 
 def channel_sum(x):
     """``x [..., C]`` summed over every axis but the last in float32 -> ``[C]``: :func:`sum_over_positions`
-    in CPU lowerings, one plain reduction elsewhere. Not for differentiating (used in gradient rules)."""
+    in CPU lowerings, one plain reduction elsewhere. For ``custom_vjp`` rules: differentiating it
+    directly would differentiate a conditional (slow to trace)."""
     return cpu_or_generic(x, cpu=sum_over_positions,
                           generic=lambda x: x.sum(axis=tuple(range(x.ndim - 1)), dtype=jnp.float32))
