@@ -92,7 +92,7 @@ class L2Norm(nn.Module):
 
 
 class BatchNorm(nn.Module):
-    """``flax.linen.BatchNorm`` over the channel (last) axis, with a closed-form gradient (faster on CPU).
+    """``flax.linen.BatchNorm`` over the channel (last) axis, with a closed-form gradient.
 
     Same variables (params ``scale``, ``bias``; ``batch_stats`` ``mean``, ``var``), the same
     numbers (float32 statistics, fast biased variance, running averages

@@ -8,14 +8,14 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ssd_jax.ops.reduce import sum_over_positions
+from ssd_jax.ops.reduce import channel_sum
 
 
 def _batch_moments(x32):
     """Biased mean and variance of ``x32 [..., C]`` over every axis but the last (float32)."""
     count = x32.size // x32.shape[-1]
-    mean = sum_over_positions(x32) / count
-    var = jnp.maximum(sum_over_positions(x32 * x32) / count - mean * mean, 0.0)
+    mean = channel_sum(x32) / count
+    var = jnp.maximum(channel_sum(x32 * x32) / count - mean * mean, 0.0)
     return mean, var
 
 
@@ -26,8 +26,9 @@ def batch_norm_train(x, scale, bias, epsilon):
     Returns ``(y, mean, var)``: ``y = (x - mean) / sqrt(var + epsilon) * scale + bias`` in
     float32 with the batch's biased ``mean`` and ``var`` ``[C]`` (``var = E[x^2] - E[x]^2``,
     clipped at 0: ``flax.linen.BatchNorm``'s defaults). The gradient is the closed form of
-    batch norm's backward pass, its two reductions done by :func:`sum_over_positions` (XLA:CPU
-    turns autodiff's reductions to ``[C]`` into slow windowed tree reductions).
+    batch norm's backward pass. Its reductions are :func:`ssd_jax.ops.reduce.channel_sum`:
+    in CPU lowerings laid out for XLA:CPU (which turns autodiff's reductions to ``[C]`` into
+    slow windowed tree reductions), elsewhere XLA's plain reductions.
     """
     y, mean, var, _ = _batch_norm_train_impl(x, scale, bias, epsilon)
     return y, mean, var
@@ -53,8 +54,8 @@ def _batch_norm_train_bwd(epsilon, res, cotangents):
     centred = x.astype(jnp.float32) - mean
     xhat = centred * inv
     g = g.astype(jnp.float32)
-    g_bias = sum_over_positions(g)
-    g_scale = sum_over_positions(g * xhat)
+    g_bias = channel_sum(g)
+    g_scale = channel_sum(g * xhat)
     dx = (inv * scale.astype(jnp.float32)) * (g - (g_bias + xhat * g_scale) / count)
     dx = dx + (g_mean + 2.0 * g_var * centred) / count  # through the returned statistics
     return dx.astype(x.dtype), g_scale.astype(scale.dtype), g_bias.astype(bias.dtype)

@@ -1,12 +1,14 @@
 """2-D convolution (NHWC/HWIO) and bias addition, with the CPU formulations chosen per layer.
 
-:func:`conv2d` is ``lax.conv_general_dilated`` with explicit padding; on CPU it runs
-float32 3x3 stride-1 pad-1 layers with at least ``WINOGRAD_MIN_CHANNELS`` input and output
-channels by Winograd F(4x4, 3x3) (:mod:`ssd_jax.ops.winograd`; about 1e-5 relative rounding
-difference), other strided layers by :func:`strided_conv` and depthwise layers by
-:func:`depthwise_conv`. Their gradients are written by hand because XLA:CPU's own are slow
-(same values up to float rounding). Other dense convolutions are XLA's (compile with
-:func:`ssd_jax.xla_options.compiler_options` on CPU).
+:func:`conv2d` is ``lax.conv_general_dilated`` with explicit padding. Lowered for the CPU
+(:mod:`ssd_jax.ops.platform`) it runs float32 3x3 stride-1 pad-1 layers with at least
+``WINOGRAD_MIN_CHANNELS`` input and output channels by Winograd F(4x4, 3x3)
+(:mod:`ssd_jax.ops.winograd`; about 1e-5 relative rounding difference), the input gradient of
+other strided layers by :func:`strided_conv_input_grad` and depthwise layers by
+:func:`depthwise_conv`, and :func:`add_bias`'s gradient by
+:func:`ssd_jax.ops.reduce.sum_over_positions`: XLA:CPU's own are slow (same values up to float
+rounding). Other convolutions, and every convolution lowered for another platform, are XLA's
+(compile with :func:`ssd_jax.xla_options.compiler_options` on CPU).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from ssd_jax.ops import winograd
-from ssd_jax.ops.reduce import sum_over_positions
+from ssd_jax.ops.platform import cpu_or_generic, cpu_or_generic_vjp
+from ssd_jax.ops.reduce import channel_sum, sum_over_positions
 from ssd_jax.ops.windows import window_views
 
 NHWC = ("NHWC", "HWIO", "NHWC")
@@ -30,25 +33,28 @@ def conv2d(x, kernel, strides: tuple, padding: tuple, dilation: tuple = (1, 1), 
 
     ``strides``, ``dilation``: ``(h, w)``; ``padding``: explicit ``((top, bottom), (left, right))``.
     The numbers of ``lax.conv_general_dilated`` (Winograd: up to about 1e-5 of their scale);
-    the formulation is picked per layer for the CPU backend (module docstring).
+    the CPU lowering takes the layer's CPU formulation where it has one (module docstring).
     """
-    kh, kw = kernel.shape[:2]
-    on_cpu = jax.default_backend() == "cpu"
-    if (on_cpu and (kh, kw) == (3, 3) and strides == dilation == (1, 1) and padding == ((1, 1), (1, 1))
+    def xla_conv(x, kernel):
+        return lax.conv_general_dilated(x, kernel, strides, padding, rhs_dilation=dilation,
+                                        dimension_numbers=NHWC, feature_group_count=groups)
+
+    if (kernel.shape[:2] == (3, 3) and strides == dilation == (1, 1) and padding == ((1, 1), (1, 1))
             and groups == 1 and min(x.shape[-1], kernel.shape[-1]) >= WINOGRAD_MIN_CHANNELS
             and x.dtype == jnp.float32):
-        return winograd.conv3x3(x, kernel)
-    if on_cpu and dilation == (1, 1) and groups == 1 and max(strides) > 1:
+        return cpu_or_generic_vjp(x, kernel, cpu=winograd.conv3x3, generic=xla_conv)
+    if dilation == (1, 1) and groups == 1 and max(strides) > 1:
         return strided_conv(x, kernel, strides, padding)
-    if on_cpu and dilation == (1, 1) and groups == x.shape[-1] == kernel.shape[-1]:
-        return depthwise_conv(x, kernel, strides, padding)
-    return lax.conv_general_dilated(x, kernel, strides, padding, rhs_dilation=dilation,
-                                    dimension_numbers=NHWC, feature_group_count=groups)
+    if dilation == (1, 1) and groups == x.shape[-1] == kernel.shape[-1]:
+        return cpu_or_generic_vjp(x, kernel, cpu=lambda x, k: depthwise_conv(x, k, strides, padding),
+                                  generic=xla_conv)
+    return xla_conv(x, kernel)
 
 
 @jax.custom_vjp
 def add_bias(y, bias):
-    """``y [..., C] + bias [C]``; the bias gradient is :func:`sum_over_positions`."""
+    """``y [..., C] + bias [C]``; the bias gradient is :func:`ssd_jax.ops.reduce.channel_sum`
+    (:func:`sum_over_positions` in CPU lowerings, autodiff's reduction elsewhere)."""
     return y + bias
 
 
@@ -57,7 +63,7 @@ def _add_bias_fwd(y, bias):
 
 
 def _add_bias_bwd(bias, g):
-    return g, sum_over_positions(g).astype(bias.dtype)
+    return g, channel_sum(g).astype(bias.dtype)
 
 
 add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
@@ -67,10 +73,10 @@ add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
 def strided_conv(x, kernel, strides, padding):
     """``lax.conv_general_dilated`` NHWC/HWIO with ``strides`` and explicit ``padding``.
 
-    The same numbers; the input gradient is :func:`strided_conv_input_grad` (XLA:CPU's inserts
-    ``stride - 1`` zeros between gradient rows and columns and convolves over them: a 2x2
-    stride wastes 3/4 of the work). The kernel gradient is XLA's. :func:`conv2d` uses it on
-    the CPU backend only (GPU libraries have a native strided input gradient).
+    The same numbers; in CPU lowerings the input gradient is :func:`strided_conv_input_grad`
+    (XLA:CPU's inserts ``stride - 1`` zeros between gradient rows and columns and convolves
+    over them: a 2x2 stride wastes 3/4 of the work), elsewhere XLA's (GPU libraries have a
+    native strided input gradient). The kernel gradient is XLA's.
     """
     return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=NHWC)
 
@@ -82,7 +88,15 @@ def _strided_conv_fwd(x, kernel, strides, padding):
 def _strided_conv_bwd(strides, padding, res, g):
     x, kernel = res
     _, kernel_vjp = jax.vjp(lambda k: lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=NHWC), kernel)
-    return strided_conv_input_grad(g, kernel, x.shape[1:3], strides, padding), kernel_vjp(g)[0]
+
+    def xla_input_grad(g, x, kernel):
+        return jax.vjp(lambda x: lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=NHWC),
+                       x)[1](g)[0]
+
+    input_grad = cpu_or_generic(
+        g, x, kernel, cpu=lambda g, x, kernel: strided_conv_input_grad(g, kernel, x.shape[1:3], strides, padding),
+        generic=xla_input_grad)
+    return input_grad, kernel_vjp(g)[0]
 
 
 strided_conv.defvjp(_strided_conv_fwd, _strided_conv_bwd)
@@ -137,8 +151,8 @@ def depthwise_conv(x, kernel, strides, padding):
     a sum over taps of strided views of ``x`` times that tap's per-channel weights: one fused
     elementwise loop. XLA:CPU runs a grouped convolution as a generic loop (20x slower on
     MobileNetV2's layers) and expands its gradients into dense convolutions. The kernel
-    gradient reduces each tap with :func:`sum_over_positions`. :func:`conv2d` uses it on the
-    CPU backend only.
+    gradient reduces each tap with :func:`sum_over_positions`. :func:`conv2d` uses it in CPU
+    lowerings only.
     """
     return _depthwise_sum(x, kernel, strides, padding)
 

@@ -6,8 +6,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
+from ssd_jax.ops.platform import cpu_or_generic
 from ssd_jax.ops.windows import window_views
 
 
@@ -29,30 +31,41 @@ def max_pool_padding(hw, window: int, stride: int, padding: int, ceil_mode: bool
 def max_pool(x, window: int, stride: int, padding: int = 0, ceil_mode: bool = False):
     """PyTorch ``MaxPool2d`` on ``x [N, H, W, C]`` (padding counts as -inf; ``ceil_mode`` pads bottom/right).
 
-    Ties: the gradient goes to the first maximum of each window in row-major order, as with
-    XLA's ``select_and_scatter`` (see :func:`_max_pool_bwd`).
+    Ties: the gradient goes to the first maximum of each window in row-major order: XLA's
+    ``select_and_scatter`` (autodiff's rule), in CPU lowerings :func:`_max_pool_grad_cpu`.
     """
     return _max_pool(x, window, stride, max_pool_padding(x.shape[1:3], window, stride, padding, ceil_mode))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
-def _max_pool(x, window, stride, pads):
-    return lax.reduce_window(x, jnp.array(-jnp.inf, x.dtype), lax.max, (1, window, window, 1),
+def _reduce_window_max(x, window, stride, pads):
+    # A concrete (NumPy) -inf makes this XLA's differentiable max pool, whose gradient is select_and_scatter.
+    return lax.reduce_window(x, np.array(-np.inf, x.dtype), lax.max, (1, window, window, 1),
                              (1, stride, stride, 1), ((0, 0), *pads, (0, 0)))
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def _max_pool(x, window, stride, pads):
+    return _reduce_window_max(x, window, stride, pads)
+
+
 def _max_pool_fwd(x, window, stride, pads):
-    y = _max_pool(x, window, stride, pads)
+    y = _reduce_window_max(x, window, stride, pads)
     return y, (x, y)
 
 
 def _max_pool_bwd(window, stride, pads, res, g):
+    x, y = res
+    xla_grad = lambda g, x, y: jax.vjp(lambda x: _reduce_window_max(x, window, stride, pads), x)[1](g)[0]
+    return (cpu_or_generic(g, x, y, cpu=lambda g, x, y: _max_pool_grad_cpu(g, x, y, window, stride, pads),
+                           generic=xla_grad),)
+
+
+def _max_pool_grad_cpu(g, x, y, window, stride, pads):
     """Gradient as ``window**2`` strided views compared with the output, no scatter.
 
     XLA:CPU expands the autodiff rule of a max pool (``select_and_scatter``) into index
     bookkeeping and a scatter: 5-7x slower than this on VGG16's pools.
     """
-    x, y = res
     h, w = x.shape[1:3]
     ho, wo = y.shape[1:3]
     xp = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
@@ -66,7 +79,7 @@ def _max_pool_bwd(window, stride, pads, res, g):
         dxp = dxp + lax.pad(jnp.where(first, g, zero), zero,
                             ((0, 0, 0), (i, hp - i - (ho - 1) * stride - 1, stride - 1),
                              (j, wp - j - (wo - 1) * stride - 1, stride - 1), (0, 0, 0)))
-    return (dxp[:, pads[0][0]:pads[0][0] + h, pads[1][0]:pads[1][0] + w],)
+    return dxp[:, pads[0][0]:pads[0][0] + h, pads[1][0]:pads[1][0] + w]
 
 
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
