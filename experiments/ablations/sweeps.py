@@ -88,8 +88,10 @@ TINY_RATIOS = ((2.0,), (2.0, 3.0), (2.0, 3.0), (2.0, 3.0), (2.0,))  # today's ti
 
 
 def _sources(indices):
-    """Rows of table 3: the source maps (indices, finest first) and their aspect ratios."""
-    return {"anchors.sources": tuple(indices),
+    """Rows of table 3: the source maps (indices, finest first), their aspect ratios, and the scales
+    re-spread over the maps kept (s_min 0.2 .. s_max 0.9, as tiny_spec spreads them over all five;
+    the paper's Table 3 re-spreads them the same way)."""
+    return {"anchors.sources": tuple(indices), "anchors.s_min": 0.2, "anchors.s_max": 0.9,
             "anchors.aspect_ratios": tuple(TINY_RATIOS[i] for i in indices)}
 
 
