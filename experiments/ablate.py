@@ -169,7 +169,7 @@ def run_sweep(sweep, workdir: str, seeds: int = 1, smoke: bool = False, rows_arg
             t0 = time.time()
             try:
                 result = train(config, run_dir)
-            except Exception as e:  # noqa: BLE001 (e.g. a diverging row: the others still run)
+            except Exception as e:
                 failures.append({"row": row.name, "seed": k, "error": f"{type(e).__name__}: {e}"})
                 log(f"[ablate] {row.name} seed {k}: FAILED ({type(e).__name__}: {e}); re-run to retry")
                 summary_now()

@@ -77,8 +77,8 @@ def stats(name, a):
 @torch.no_grad()
 def torchvision_fixture(image):
     from torchvision.models import vgg16
-    from torchvision.models.detection import ssd300_vgg16
     from torchvision.models._meta import _COCO_CATEGORIES
+    from torchvision.models.detection import ssd300_vgg16
 
     model = ssd300_vgg16(weights=None, weights_backbone=None, num_classes=TV_CLASSES).eval()
     layout = load_synthetic(model, "torchvision_ssd300", TV_CLASSES)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -104,7 +104,7 @@ class DefaultBoxSpec:
         """Total number of default boxes ``A``."""
         return sum(self.num_boxes_per_map)
 
-    def replace(self, **changes) -> "DefaultBoxSpec":
+    def replace(self, **changes) -> DefaultBoxSpec:
         return dataclasses.replace(self, **changes)
 
 
@@ -268,7 +268,7 @@ def spec_from_config(model_spec: DefaultBoxSpec, cfg) -> tuple[DefaultBoxSpec, t
         raise AnchorConfigError(f"config.anchors.sources must be distinct ascending indices of the model's {n} "
                                 f"source maps (0..{n - 1}), got {tuple(cfg.get('sources'))}")
     m = len(sources)
-    pick = lambda values: tuple(values[i] for i in sources)  # noqa: E731
+    pick = lambda values: tuple(values[i] for i in sources)
     min_sizes, max_sizes = pick(model_spec.min_sizes), pick(model_spec.max_sizes)
     s_min, s_max = float(cfg.get("s_min", 0) or 0), float(cfg.get("s_max", 0) or 0)
     explicit_sizes = bool(cfg.get("min_sizes")) or bool(cfg.get("max_sizes"))

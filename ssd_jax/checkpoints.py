@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+
 import jax
 import orbax.checkpoint as ocp
 

@@ -28,7 +28,7 @@ import difflib
 import os
 import sys
 import traceback
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ssd_jax import configs
 from ssd_jax.errors import CheckpointError, ConfigError, NonFiniteLossError, UsageError

@@ -46,13 +46,19 @@ import time (JAX / orbax are imported by :func:`write_workdir` only).
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
 from ssd_jax import cli, param_trees
-from ssd_jax.convert_layouts import (BOXES_PER_LOCATION, COCO_91_CLASS_NAMES, SOURCES, VOC_21_CLASS_NAMES,
-                                     expected_shapes, layout)
+from ssd_jax.convert_layouts import (
+    BOXES_PER_LOCATION,
+    COCO_91_CLASS_NAMES,
+    SOURCES,
+    VOC_21_CLASS_NAMES,
+    expected_shapes,
+    layout,
+)
 from ssd_jax.trained_anchors import TRAINED_ANCHORS
 
 CAFFE_MEAN_RGB = (123.0, 117.0, 104.0)  # = ssd_jax.data.normalize.CAFFE_MEAN_RGB

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -90,7 +90,7 @@ class SplitBoxes:
     num_images: int
 
     @classmethod
-    def from_images(cls, boxes: Sequence, labels: Sequence, image_hw: Sequence) -> "SplitBoxes":
+    def from_images(cls, boxes: Sequence, labels: Sequence, image_hw: Sequence) -> SplitBoxes:
         """From per-image ``boxes [n_i, 4]``, ``labels [n_i]`` and ``(height, width)``."""
         counts = [len(np.asarray(b).reshape(-1, 4)) for b in boxes]
         flat = [np.asarray(b, np.float32).reshape(-1, 4) for b in boxes]
@@ -123,7 +123,7 @@ def summarize(result: dict, rows: np.ndarray | None = None) -> dict:
     """``{"boxes", "coverage", "mean_best_iou", "mean_positives"}`` over ``rows`` (all boxes if None)."""
     rows = slice(None) if rows is None else rows
     best, covered, positives = result["best_iou"][rows], result["covered"][rows], result["positives"][rows]
-    n = int(len(best))
+    n = len(best)
     return {"boxes": n, "coverage": float(covered.mean()) if n else float("nan"),
             "mean_best_iou": float(best.mean()) if n else float("nan"),
             "mean_positives": float(positives.mean()) if n else float("nan")}

@@ -21,7 +21,7 @@ resized image to the device (``experiments/benchmarks/bench_detector.py`` measur
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
@@ -156,7 +156,7 @@ class Detector:
         self._run = jax.jit(run, compiler_options=xla_options.compiler_options(self.device.platform))
 
     @classmethod
-    def from_workdir(cls, workdir: str, checkpoint: str | int = "best", **overrides) -> "Detector":
+    def from_workdir(cls, workdir: str, checkpoint: str | int = "best", **overrides) -> Detector:
         """Restores a trained model from a training workdir.
 
         Args:

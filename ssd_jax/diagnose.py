@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -147,7 +147,7 @@ def _print_box_statistics(stats: dict, split: coverage.SplitBoxes, total: int, r
 
 def _jsonable(rep: dict) -> dict:
     return {k: v for k, v in rep.items() if k not in ("result", "uncovered")} | {
-        "uncovered_boxes": int(len(rep["uncovered"]))}
+        "uncovered_boxes": len(rep["uncovered"])}
 
 
 def diagnose(config, out_dir: str | None = None, max_images: int = 5000) -> dict:

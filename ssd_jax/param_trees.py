@@ -10,7 +10,8 @@ Empty sub-mappings have no leaves and disappear (``{"batch_stats": {}}`` equals 
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import NamedTuple
 
 
 class ShapeMismatch(NamedTuple):

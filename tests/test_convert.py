@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from ssd_jax import anchors, boxes, checkpoints, cli, convert, convert_layouts, models, postprocess
+from ssd_jax.data.normalize import normalize
 from ssd_jax.testing import synthetic_state_dict
 from ssd_jax.trained_anchors import trained_default_boxes
-from ssd_jax.data.normalize import normalize
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "convert")
 

@@ -169,7 +169,7 @@ def test_train_transform_keeps_boxes_valid_with_everything_on(transform_fn):
         new = new.numpy()
         assert out.shape == (48, 64, 3) and len(new) == len(labels)
         assert np.all((new >= 0) & (new <= 1)) and np.all(new[:, 2:] > new[:, :2])
-        assert 0.0 <= out.numpy().min() and out.numpy().max() <= 1.0
+        assert out.numpy().min() >= 0.0 and out.numpy().max() <= 1.0
     again = transform_fn(tf.constant(image), tf.constant(boxes), tf.constant([1, 2, 3, 4, 5, 6]), seed(3), ALL_ON)
     once = transform_fn(tf.constant(image), tf.constant(boxes), tf.constant([1, 2, 3, 4, 5, 6]), seed(3), ALL_ON)
     for a, b in zip(again, once):

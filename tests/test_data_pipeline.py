@@ -37,7 +37,7 @@ def test_train_batches_have_documented_shapes_and_ranges(shapes_batches):
         assert batch["image"].shape == (4, 40, 40, 3) and batch["image"].dtype == np.float32
         assert batch["boxes"].shape == (4, 6, 4) and batch["boxes"].dtype == np.float32
         assert batch["labels"].dtype == np.int32 and batch["mask"].dtype == bool
-        assert 0.0 <= batch["image"].min() and batch["image"].max() <= 1.0
+        assert batch["image"].min() >= 0.0 and batch["image"].max() <= 1.0
         mask, boxes, labels = batch["mask"], batch["boxes"], batch["labels"]
         assert np.all((labels[mask] >= 1) & (labels[mask] <= 4)) and np.all(labels[~mask] == 0)
         assert np.all(boxes[~mask] == 0) and np.all(boxes[mask][:, 2:] > boxes[mask][:, :2])

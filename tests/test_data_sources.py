@@ -110,7 +110,7 @@ def test_raccoon_eval_visits_every_image_once_with_sizes():
     assert num_boxes == sum(len(b) for b in records.boxes)
     for b in batches:
         assert b["image"].shape == (16, 64, 64, 3) and b["image"].dtype == np.float32
-        assert 0.0 <= b["image"].min() and b["image"].max() <= 1.0
+        assert b["image"].min() >= 0.0 and b["image"].max() <= 1.0
 
 
 # ---------------------------------------------------------------- COCO JSON
@@ -253,9 +253,8 @@ def test_tfds_default_mock_gives_clear_error_at_startup():
     # TFDS's own random mock examples of voc have ragged "objects" fields of different lengths,
     # which TFDS itself refuses to encode: that must surface as a clear error, not a hang.
     cfg = tfds_config("voc/2007", "trainval", "test")
-    with tfds.testing.mock_data(num_examples=4):
-        with pytest.raises(ValueError, match="voc/2007: reading record 0"):
-            data.dataset_info(cfg)
+    with tfds.testing.mock_data(num_examples=4), pytest.raises(ValueError, match="voc/2007: reading record 0"):
+        data.dataset_info(cfg)
 
 
 # ---------------------------------------------------------------- synthetic shapes

@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssd_jax.evaluation import (COCO_METRIC_NAMES, Evaluator, coco_metrics, format_table, plot_pr_curves,
-                                save_json, voc_map, write_report)
+from ssd_jax.evaluation import (
+    COCO_METRIC_NAMES,
+    Evaluator,
+    coco_metrics,
+    format_table,
+    plot_pr_curves,
+    save_json,
+    voc_map,
+    write_report,
+)
 
 NUM_CLASSES = 4
 CLASS_NAMES = ["background", "cat", "dog", "raccoon"]

@@ -11,14 +11,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from ssd_jax import models
+from ssd_jax import models, optim
 from ssd_jax.anchors import DefaultBoxSpec, default_boxes
-from ssd_jax import optim
 from ssd_jax.models import layers
 from ssd_jax.models.ssd import SSD
 from ssd_jax.models.tiny import tiny_feature_map_sizes, tiny_spec
+
 
 def _key(seed=0):
     # Threefry takes seconds per shape to compile on XLA:CPU; rbg keys keep init compiles short.

@@ -9,7 +9,6 @@ import os
 import signal
 
 import numpy as np
-
 import train_helpers as h
 
 RUN = h.RUN

@@ -1,9 +1,9 @@
 """nms_padded against a slow, obviously-correct NumPy greedy NMS."""
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 from ssd_jax.nms import greedy_nms_sorted, nms_padded
 

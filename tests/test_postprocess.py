@@ -2,10 +2,10 @@
 
 import math
 
-import numpy as np
-import pytest
 import jax
 import jax.numpy as jnp
+import numpy as np
+import pytest
 
 from ssd_jax.postprocess import Detections, detect
 

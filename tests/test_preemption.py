@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import train_helpers as h
+
 from ssd_jax import checkpoints
 
 RUN = h.RUN

@@ -12,8 +12,8 @@ import sys
 import jax
 import numpy as np
 import pytest
-
 import train_helpers as h
+
 from ssd_jax import configs, train, train_utils
 from ssd_jax.errors import ConfigError, NonFiniteLossError
 

@@ -34,7 +34,7 @@ def machine_info() -> dict:
         import jax
         info["jax"] = jax.__version__
         info["devices"] = [str(d) for d in jax.devices()]
-    except Exception as e:  # noqa: BLE001 (information only)
+    except Exception as e:
         info["devices"] = f"unknown ({type(e).__name__})"
     return info
 

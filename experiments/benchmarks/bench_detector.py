@@ -13,10 +13,10 @@ import argparse
 import jax
 import jax.numpy as jnp
 import numpy as np
+from timing import interleaved_medians
 
 from ssd_jax import models
 from ssd_jax.detector import Detector
-from timing import interleaved_medians
 
 
 def ssd_jax_calls(name, images):

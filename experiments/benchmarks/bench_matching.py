@@ -36,6 +36,7 @@ def time_calls(fn, repeats):
 
 def bench_ssd_jax(anchors, boxes, labels, mask, repeats, mode):
     import jax
+
     from ssd_jax import matching
 
     fn = jax.jit(lambda b, l, m: matching.match_batch(anchors, b, l, m, mode=mode))

@@ -23,10 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from timing import interleaved_medians
 
 from ssd_jax import models, optim, xla_options
 from ssd_jax.configs._base import CAFFE_VGG16_FROZEN
-from timing import interleaved_medians
 
 
 def _flops(compiled) -> float:

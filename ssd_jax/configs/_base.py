@@ -26,7 +26,6 @@ import ml_collections
 
 from ssd_jax import data
 
-
 # The Caffe release's ssd_pascal.py / ssd_coco.py: "Which layers to freeze (no backward) during
 # training". Used by the VGG16 configs, which start from an ImageNet base (config.init_from).
 CAFFE_VGG16_FROZEN = ("base/conv1_1", "base/conv1_2", "base/conv2_1", "base/conv2_2")

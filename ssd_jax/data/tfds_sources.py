@@ -23,8 +23,7 @@ import functools
 
 import tensorflow_datasets as tfds
 
-from ssd_jax.data.examples import (EPOCHS_FOREVER, decode_image, raw_example, shard_size, skip_failures,
-                                   with_background)
+from ssd_jax.data.examples import EPOCHS_FOREVER, decode_image, raw_example, shard_size, skip_failures, with_background
 from ssd_jax.data.tf_setup import tf
 
 

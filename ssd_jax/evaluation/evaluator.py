@@ -10,7 +10,8 @@ batch). Images are numbered in the order they are added, which fixes the tie ord
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -97,8 +98,8 @@ def save_json(result: dict, path: str, include_curves: bool = False) -> None:
 def plot_pr_curves(result: dict, class_names: Sequence[str] | None, path: str, cols: int = 5) -> None:
     """Save a PNG grid with one precision-recall plot per object class (AP in each title)."""
     # A bare Figure on the Agg canvas: no pyplot, no global backend switch, no display needed.
-    from matplotlib.figure import Figure
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     names = _names(result, class_names)
     num = len(names) - 1

@@ -33,7 +33,7 @@ name                          input  boxes       normalisation  spec
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from collections.abc import Callable
 
 import jax.numpy as jnp
 
@@ -43,7 +43,8 @@ from ssd_jax.models.layers import Conv, L2Norm
 from ssd_jax.models.mobilenet_v2 import MobileNetV2Base, SSDLiteExtras
 from ssd_jax.models.resnet import EXTRAS_RESNET, ResNet50Base
 from ssd_jax.models.ssd import SSD
-from ssd_jax.models.tiny import DEFAULT_IMAGE_SIZE as TINY_IMAGE_SIZE, TinyBase, TinyExtras, tiny_spec
+from ssd_jax.models.tiny import DEFAULT_IMAGE_SIZE as TINY_IMAGE_SIZE
+from ssd_jax.models.tiny import TinyBase, TinyExtras, tiny_spec
 from ssd_jax.models.vgg import EXTRAS_300, EXTRAS_512, ConvExtras, VGG16Base
 
 # torchvision ssdlite320_mobilenet_v2: DefaultBoxGenerator([[2, 3]] * 6, min_ratio=0.2,
@@ -175,4 +176,4 @@ def input_normalization(name: str) -> str:
     return _lookup(name)[1]
 
 
-__all__ = ["create", "config_spec", "from_model_info", "names", "input_normalization", "SSD", "SSDLITE320_SPEC", "L2Norm", "Conv"]
+__all__ = ["SSD", "SSDLITE320_SPEC", "Conv", "L2Norm", "config_spec", "create", "from_model_info", "input_normalization", "names"]

@@ -9,7 +9,8 @@ never ``"SAME"``, so that converted weights line up.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp

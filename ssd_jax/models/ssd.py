@@ -24,7 +24,7 @@ of predictions equals ``spec.num_boxes``; otherwise it raises ``ValueError``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp

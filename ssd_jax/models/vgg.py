@@ -34,7 +34,7 @@ RGB mean (123, 117, 104), no scaling), see :func:`ssd_jax.models.input_normaliza
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp

@@ -10,7 +10,7 @@ multi-platform artifact carries the right formulation for each platform.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 from jax import lax
