@@ -9,12 +9,14 @@ import os
 import signal
 
 import numpy as np
+import pytest
 import train_helpers as h
 
 RUN = h.RUN
 STEPS = RUN["num_steps"]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_and_stop_together(tmp_path, tmp_path_factory):
     cache_env = h.compilation_cache_env(tmp_path_factory)  # the single-process run's programs, for later modules
     port = h.free_port()

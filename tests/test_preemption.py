@@ -49,6 +49,7 @@ def assert_same_variables(got, want):
         np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-6, err_msg="/".join(key))
 
 
+@pytest.mark.slow
 def test_sigterm_saves_after_the_step_and_the_same_command_resumes(reference, tmp_path, cache_env):
     _, ref_losses, ref_variables = reference
     proc = h.start(tmp_path, env=cache_env, **RUN)
@@ -73,6 +74,7 @@ def test_sigterm_saves_after_the_step_and_the_same_command_resumes(reference, tm
     assert_same_variables(final_variables(tmp_path), ref_variables)
 
 
+@pytest.mark.slow
 def test_sigkill_at_a_random_step_then_resume_matches_an_uninterrupted_run(reference, tmp_path, cache_env):
     _, ref_losses, ref_variables = reference
     kill_after = random.Random(10).randint(3, STEPS - 1)

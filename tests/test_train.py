@@ -40,6 +40,7 @@ def test_in_process_run_writes_everything(reference_run):
     assert info["model"] == "ssd_tiny" and info["class_names"][0] == "background"
 
 
+@pytest.mark.slow
 def test_cli_on_one_device_then_resumed_on_eight_matches_the_reference(reference_run, tmp_path):
     """Two command-line runs: 3 steps on 1 device, then resumed to 6 steps on 8 devices.
 
