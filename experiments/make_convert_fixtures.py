@@ -171,9 +171,9 @@ class SPSSD(nn.Module):
             x = F.relu(v(x), inplace=True)
             if k % 2 == 1:
                 sources.append(x)
-        for x, l, c in zip(sources, self.loc, self.conf):
-            loc.append(l(x).permute(0, 2, 3, 1).contiguous())
-            conf.append(c(x).permute(0, 2, 3, 1).contiguous())
+        for x, loc_head, conf_head in zip(sources, self.loc, self.conf):
+            loc.append(loc_head(x).permute(0, 2, 3, 1).contiguous())
+            conf.append(conf_head(x).permute(0, 2, 3, 1).contiguous())
         loc = torch.cat([o.view(o.size(0), -1) for o in loc], 1)
         conf = torch.cat([o.view(o.size(0), -1) for o in conf], 1)
         return loc.view(loc.size(0), -1, 4), conf.view(conf.size(0), -1, self.num_classes)

@@ -130,7 +130,7 @@ class Detector:
         self.iou_threshold = float(iou_threshold)
         self.pre_nms_top_k = int(pre_nms_top_k)
         self.max_detections = int(max_detections)
-        self.buckets = tuple(sorted(set(int(b) for b in buckets)))
+        self.buckets = tuple(sorted({int(b) for b in buckets}))
         if not self.buckets or self.buckets[0] < 1:
             raise ValueError(f"buckets must be positive batch sizes, got {buckets!r}")
         if self.max_detections < 1:

@@ -258,5 +258,5 @@ def match(anchors_center, gt_boxes, gt_labels, gt_mask, iou_threshold=0.5, mode=
 def match_batch(anchors_center, gt_boxes, gt_labels, gt_mask, iou_threshold=0.5, mode="argmax",
                 variances=(0.1, 0.2)) -> MatchResult:
     """:func:`match` over a batch: ``gt_*`` have a leading ``[B]``; results are ``[B, A, ...]``."""
-    fn = lambda b, l, m: match(anchors_center, b, l, m, iou_threshold, mode, variances)
+    fn = lambda boxes, labels, mask: match(anchors_center, boxes, labels, mask, iou_threshold, mode, variances)
     return jax.vmap(fn)(gt_boxes, gt_labels, gt_mask)

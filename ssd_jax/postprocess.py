@@ -173,12 +173,13 @@ def detect(loc_pred, cls_logits, anchors, score_threshold=0.01, iou_threshold=0.
     num_anchors, num_classes = cls_logits.shape[1:]
     kwargs = dict(anchors=anchors, score_threshold=score_threshold, iou_threshold=iou_threshold,
                   pre_nms_top_k=pre_nms_top_k, max_detections=max_detections, tile_size=tile_size)
-    full = jax.vmap(lambda l, c: _detect_one_full(l, c, **kwargs))
+    full = jax.vmap(lambda loc, logits: _detect_one_full(loc, logits, **kwargs))
     pool = min(max(candidate_pool, max_detections), (num_classes - 1) * num_anchors)
     if candidate_pool <= 0:
         boxes, scores, classes, num_valid = full(loc_pred, cls_logits)
     else:
-        pooled, complete = jax.vmap(lambda l, c: _detect_one_pooled(l, c, pool=pool, **kwargs))(loc_pred, cls_logits)
+        pooled, complete = jax.vmap(lambda loc, logits: _detect_one_pooled(loc, logits, pool=pool, **kwargs))(
+            loc_pred, cls_logits)
         if pool == (num_classes - 1) * num_anchors:  # the pool holds every score: always exact
             boxes, scores, classes, num_valid = pooled
         else:

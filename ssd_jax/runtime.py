@@ -6,6 +6,7 @@ Only process 0 writes logs; :class:`StopSignal` makes every process stop after t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -115,10 +116,8 @@ class StopSignal:
 
     def __enter__(self):
         for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
+            with contextlib.suppress(ValueError):  # not the main thread (e.g. a notebook worker): no handler
                 self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread (e.g. a notebook worker): no handler
-                pass
         return self
 
     def _handle(self, signum, frame):

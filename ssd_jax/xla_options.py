@@ -31,7 +31,8 @@ def _cpu_options_supported() -> bool:
         return True
     except Exception as e:  # an XLA without the option: compile with its defaults
         warnings.warn(f"ssd_jax: this jaxlib does not take the XLA:CPU options {CPU_OPTIONS} ({e}); "
-                      "compiling with its defaults (CPU convolution gradients may be slower)")
+                      "compiling with its defaults (CPU convolution gradients may be slower)",
+                      stacklevel=1)  # about this jaxlib, not the caller: reported here
         return False
 
 

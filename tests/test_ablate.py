@@ -61,7 +61,7 @@ def _hard_examples(n, split="train"):
 def test_shapes_hard_properties():
     examples, kw = _hard_examples(150)
     boxes = np.concatenate([b for _, b, _ in examples])
-    labels = np.concatenate([l for _, _, l in examples])
+    labels = np.concatenate([lab for _, _, lab in examples])
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     side = np.sqrt(w * h)
     assert np.all((boxes >= 0) & (boxes <= 1)) and np.all(w > 0) and np.all(h > 0)
@@ -69,7 +69,7 @@ def test_shapes_hard_properties():
     assert np.mean(side < 0.12) > 0.15                       # many small objects (log-uniform)
     aspect = w / h
     assert np.sum(aspect > 2.5) >= 10 and np.sum(aspect < 0.4) >= 10  # elongated both ways
-    counts = [len(l) for _, _, l in examples]
+    counts = [len(lab) for _, _, lab in examples]
     assert min(counts) >= kw["min_objects"] and max(counts) <= kw["max_objects"] and np.mean(counts) > 4
     assert set(labels.tolist()) == {1, 2, 3, 4}
     # partial occlusion: some pairs of boxes overlap more than the easy task allows (IoU 0.3)
@@ -164,7 +164,7 @@ def test_a_failing_run_is_reported_and_the_others_still_run(tmp_path):
             raise FloatingPointError("loss is NaN")
         return _fake_train(calls)(config, workdir)
 
-    with pytest.raises(ablate.RunFailures, match="alpha_2 seed 0.*NaN"):
+    with pytest.raises(ablate.RunFailures, match=r"alpha_2 seed 0.*NaN"):
         ablate.run_sweep(sweeps.DESIGN_CHOICES, str(tmp_path), rows_arg="baseline,alpha_2,alpha_0.5",
                          train_fn=train, log=lambda *a: None)
     assert len(calls) == 2 and not (tmp_path / "alpha_2" / "seed0" / "result.json").exists()

@@ -125,7 +125,7 @@ def test_resume_falls_back_over_a_corrupt_step_but_never_starts_afresh_over_chec
 
 
 def test_model_info_round_trip_and_missing(workdir):
-    with pytest.raises(FileNotFoundError, match="model.json is missing"):
+    with pytest.raises(FileNotFoundError, match=r"model\.json is missing"):
         checkpoints.read_model_info(workdir)
     info = {"model": "ssd300_vgg16", "num_classes": 21, "class_names": ["bg", "cat"]}
     checkpoints.write_model_info(workdir, info)

@@ -36,7 +36,7 @@ def test_a_value_of_the_wrong_type_names_the_field():
 
 
 def test_an_unknown_config_name_lists_the_packaged_ones():
-    with pytest.raises(UsageError, match="packaged configs: .*shapes"):
+    with pytest.raises(UsageError, match=r"packaged configs: .*shapes"):
         cli.load_config("no_such_config")
 
 

@@ -76,7 +76,7 @@ def test_expected_shapes_equal_the_real_pytorch_state_dicts():
 
 @pytest.mark.parametrize("source", ["torchvision_ssd300", "ssd_pytorch"])
 def test_converted_tree_is_exactly_the_model_params_tree(source):
-    module, spec = models.create("ssd300_vgg16", 7)
+    module, _ = models.create("ssd300_vgg16", 7)
     want = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, 300, 300, 3))))["params"]
     fn = convert.from_torchvision_ssd300_vgg16 if source == "torchvision_ssd300" else convert.from_ssd_pytorch
     got = fn(synthetic_state_dict(source, 7), num_classes=7)

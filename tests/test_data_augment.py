@@ -112,7 +112,7 @@ def test_render_window_matches_resize_photometric_fill_normalise(flip):
 def test_pad_boxes_counts_overflow():
     boxes = tf.reshape(tf.range(20, dtype=tf.float32), [5, 4]) / 20.0
     labels = tf.constant([1, 2, 3, 4, 5])
-    out_boxes, out_labels, _, mask, overflow = augment.pad_boxes(boxes, labels, tf.zeros([5], tf.bool), 3)
+    _, out_labels, _, mask, overflow = augment.pad_boxes(boxes, labels, tf.zeros([5], tf.bool), 3)
     assert overflow.numpy() == 2 and mask.numpy().tolist() == [True] * 3
     assert out_labels.numpy().tolist() == [1, 2, 3]
     _, out_labels, _, mask, overflow = augment.pad_boxes(boxes, labels, tf.zeros([5], tf.bool), 7)
@@ -141,7 +141,7 @@ def test_train_transform_boxes_follow_the_pixels(transform_fn):
     box = np.array([[20 / 80, 12 / 60, 52 / 80, 36 / 60]], np.float32)
     checked = 0
     for i in range(40):
-        out, boxes, labels, _ = transform_fn(tf.constant(image), tf.constant(box),
+        out, boxes, _, _ = transform_fn(tf.constant(image), tf.constant(box),
                                                                tf.constant([1]), seed(i), GEOMETRY_ONLY)
         boxes = boxes.numpy()
         white = np.asarray(out)[..., 0] > 0.5

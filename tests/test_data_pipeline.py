@@ -190,7 +190,7 @@ def test_bad_files_are_skipped_with_warnings_naming_them(bad_voc, caplog):
 
 
 def test_strict_mode_raises_naming_the_file(bad_voc):
-    with pytest.raises(records.BadFileError, match="corrupt.jpg|broken_xml.xml|no_image.jpg"):
+    with pytest.raises(records.BadFileError, match=r"corrupt\.jpg|broken_xml\.xml|no_image\.jpg"):
         data.dataset_info(voc_config(bad_voc, strict=True))
 
 
@@ -293,7 +293,7 @@ def test_explicit_max_boxes_is_honoured_and_its_drops_logged(crowded_voc, caplog
     assert batch["boxes"].shape == (2, 2, 4)
     assert "max_boxes=2 (data.max_boxes) drops 3 boxes in 1 of 3 images in training" in caplog.text
     cfg.max_boxes = -1
-    with pytest.raises(ValueError, match="data.max_boxes must be > 0, or 0"):
+    with pytest.raises(ValueError, match=r"data\.max_boxes must be > 0, or 0"):
         next(data.train_iterator(cfg, (16, 16), 2, normalization="unit"))
 
 

@@ -173,7 +173,7 @@ def test_image_conversions():
         to_rgb_uint8(rgb / 255.0)
     with pytest.raises(ValueError, match="shape"):
         to_rgb_uint8(np.zeros((2, 3, 3, 3), np.uint8))
-    with pytest.raises(ValueError, match="0..255"):
+    with pytest.raises(ValueError, match=r"0\.\.255"):
         to_rgb_uint8(np.full((2, 2), 300))
 
 
@@ -195,13 +195,13 @@ def test_load_image_large_and_bad_files(tmp_path):
     assert original == (1000, 3000) and max(image.shape[:2]) == 500 and image.shape[2] == 3
     png = tmp_path / "big.png"
     Image.new("L", (3000, 1000)).save(png)
-    with pytest.raises(ValueError, match="big.png.*too large"):
+    with pytest.raises(ValueError, match=r"big\.png.*too large"):
         load_image(str(png), max_decode_pixels=1_000_000)
     image, original = load_image(str(png), max_side=300)
     assert original == (1000, 3000) and image.shape == (100, 300, 3)
     text = tmp_path / "notes.jpg"
     text.write_text("not an image")
-    with pytest.raises(ValueError, match="notes.jpg"):
+    with pytest.raises(ValueError, match=r"notes\.jpg"):
         load_image(str(text))
 
 
@@ -219,7 +219,7 @@ def test_class_count_mismatch_and_missing_checkpoint(workdir, tmp_path):
     (empty / "model.json").write_text(json.dumps(info))
     with pytest.raises(FileNotFoundError, match=f"{empty}"):
         Detector.from_workdir(str(empty))
-    with pytest.raises(FileNotFoundError, match="model.json"):
+    with pytest.raises(FileNotFoundError, match=r"model\.json"):
         Detector.from_workdir(str(tmp_path))
 
 

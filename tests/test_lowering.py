@@ -112,7 +112,7 @@ def test_max_pool_gradient_is_select_and_scatter_except_on_cpu(platform):
 
 
 def test_multi_platform_export_carries_both_and_runs_on_cpu():
-    module, spec = models.create("ssd_tiny", 3, image_size=64)
+    module, _ = models.create("ssd_tiny", 3, image_size=64)
     images = jnp.asarray(np.random.default_rng(0).normal(size=(2, 64, 64, 3)), jnp.float32)
     variables = jax.jit(lambda k: module.init(k, images[:1], train=False))(jax.random.key(0, impl="rbg"))
     # Train mode: BatchNorm's batch statistics are channel sums, a CPU formulation.

@@ -100,7 +100,7 @@ def random_case(rng, m=8, n_valid=5):
 
 @pytest.fixture(scope="module")
 def jit_match():
-    return {mode: jax.jit(lambda b, l, m, mode=mode: matching.match(ANCHORS, b, l, m, mode=mode))
+    return {mode: jax.jit(lambda b, lab, m, mode=mode: matching.match(ANCHORS, b, lab, m, mode=mode))
             for mode in matching.MODES}
 
 
@@ -203,8 +203,8 @@ def test_degenerate_ground_truths_are_padding_and_never_nan():
 def test_vmap_batch_equals_python_loop():
     rng = np.random.default_rng(7)
     cases = [random_case(rng) for _ in range(4)]
-    b, l, m = (np.stack(x) for x in zip(*cases))
-    batched = jax.jit(lambda b, l, m: matching.match_batch(ANCHORS, b, l, m))(b, l, m)
+    boxes, labels, mask = (np.stack(x) for x in zip(*cases))
+    batched = jax.jit(lambda b, lab, m: matching.match_batch(ANCHORS, b, lab, m))(boxes, labels, mask)
     for i, case in enumerate(cases):
         single = match_jit(ANCHORS, *case)
         np.testing.assert_array_equal(batched.labels[i], single.labels)
@@ -237,7 +237,7 @@ def test_ssd300_random_and_mirror_symmetric_boxes_match_numpy_reference_with_tie
     """Ground truths centred between two horizontally adjacent default boxes of one shape: both
     overlap it equally (up to rounding), so each forced match is a tie the lower index must win."""
     spec_anchors = np.asarray(anchors.default_boxes(anchors.SSD300_VOC))
-    fns = {mode: jax.jit(lambda b, l, m, mode=mode: matching.match(spec_anchors, b, l, m, mode=mode))
+    fns = {mode: jax.jit(lambda b, lab, m, mode=mode: matching.match(spec_anchors, b, lab, m, mode=mode))
            for mode in matching.MODES}
     rng = np.random.default_rng(5)
     ac = corners(spec_anchors)
@@ -319,7 +319,7 @@ def test_ssd300_forced_boxes_of_many_mirror_symmetric_ground_truths_are_the_firs
     half = sa[k, 2:] * rng.uniform(0.7, 1.5, (batch, m, 2)) / 2
     boxes = np.clip(np.concatenate([centre - half, centre + half], -1), 0, 1).astype(np.float32)
     labels = np.tile(np.arange(1, m + 1, dtype=np.int32), (batch, 1))
-    got = np.asarray(jax.jit(lambda b, l, v: matching.match_batch(sa, b, l, v, iou_threshold=1.5).labels)(
+    got = np.asarray(jax.jit(lambda b, lab, v: matching.match_batch(sa, b, lab, v, iou_threshold=1.5).labels)(
         boxes, labels, np.ones((batch, m), bool)))
     checked = ties = 0
     for i in range(batch):

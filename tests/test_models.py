@@ -35,6 +35,10 @@ def _abstract_init(module, spec, batch=1):
                                               train=False))
 
 
+def _abstract_apply(module, spec, variables, batch=1):
+    return jax.eval_shape(lambda v: module.apply(v, jnp.zeros((batch, *spec.image_size, 3)), train=False), variables)
+
+
 @pytest.fixture(scope="module")
 def abstract_models():
     """name -> (module, spec, abstract variables, abstract (loc, logits) at batch 2)."""
@@ -42,8 +46,7 @@ def abstract_models():
     for name in models.names():
         module, spec = models.create(name, 21)
         variables = _abstract_init(module, spec)
-        preds = jax.eval_shape(lambda v: module.apply(v, jnp.zeros((2, *spec.image_size, 3)), train=False),
-                               variables)
+        preds = _abstract_apply(module, spec, variables, batch=2)
         out[name] = (module, spec, variables, preds)
     return out
 
@@ -107,7 +110,7 @@ def test_mobilenet_sources_match_torchvision_ssdlite():
 def test_fixed_size_models_reject_other_sizes():
     with pytest.raises(ValueError, match="only image_size"):
         models.create("ssd300_vgg16", 21, image_size=512)
-    module, spec = models.create("ssd300_vgg16", 21)
+    module, _ = models.create("ssd300_vgg16", 21)
     with pytest.raises(ValueError, match="DefaultBoxSpec is for 300x300"):
         jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros((1, 320, 320, 3))))
 
@@ -133,7 +136,7 @@ def test_tiny_is_small():
 
 
 def test_non_square_forward(tiny128):
-    module, _, variables, _ = tiny128
+    _, _, variables, _ = tiny128
     mod, spec = models.create("ssd_tiny", 3, image_size=(96, 160))
     assert spec.feature_map_sizes[0] == (12, 20)
     # Same params work at another size (all convs): outputs follow the new spec.
@@ -173,7 +176,7 @@ def test_train_mode_batch_stats_over_global_sharded_batch(tiny128):
 
 
 def test_models_without_batchnorm_return_empty_updates(abstract_models):
-    module, spec, variables, _ = abstract_models["ssd300_vgg16"]
+    module, _, variables, _ = abstract_models["ssd300_vgg16"]
     _, updates = jax.eval_shape(
         lambda v: module.apply(v, jnp.zeros((1, 300, 300, 3)), train=True, mutable=["batch_stats"]), variables)
     assert updates == {}
@@ -194,7 +197,7 @@ def test_l2norm_output_norm_equals_scale():
 
 
 def test_bfloat16_forward_close_to_float32(tiny128, tiny128_outputs):
-    module, _, variables, images = tiny128
+    _, _, variables, images = tiny128
     mod16, _ = models.create("ssd_tiny", 3, image_size=128, dtype=jnp.bfloat16)
     v16 = jax.eval_shape(lambda: mod16.init(_key(), images[:1], train=False))
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(v16["params"]))
@@ -258,6 +261,7 @@ def test_head_output_order_matches_default_boxes():
         sizes = [(min_s, min_s), (math.sqrt(min_s * max_s),) * 2]
         for r in spec.aspect_ratios[i]:
             sizes += [(min_s * math.sqrt(r), min_s / math.sqrt(r)), (min_s / math.sqrt(r), min_s * math.sqrt(r))]
+        assert len(sizes) == k
         sel = m == i
         expected = np.array(sizes)[b[sel]] / np.array([90.0, 60.0])
         np.testing.assert_allclose(boxes[sel, 2:], expected, rtol=1e-5)

@@ -58,8 +58,8 @@ def test_max_pool_gradient_equals_autodiff_of_reduce_window(hw, window, stride, 
     for x in map(jnp.float32, (smooth, ties)):
         y = pooling.max_pool(x, window, stride, padding, ceil_mode)
         pads = pooling.max_pool_padding(x.shape[1:3], window, stride, padding, ceil_mode)
-        ref_fn = lambda x: jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, window, window, 1),
-                                                 (1, stride, stride, 1), ((0, 0), *pads, (0, 0)))
+        ref_fn = lambda x, pads=pads: jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, window, window, 1),
+                                                            (1, stride, stride, 1), ((0, 0), *pads, (0, 0)))
         np.testing.assert_array_equal(np.asarray(y), np.asarray(ref_fn(x)))
         g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
         ours = jax.vjp(lambda x: pooling.max_pool(x, window, stride, padding, ceil_mode), x)[1](g)[0]
@@ -76,12 +76,12 @@ def test_max_pool_gradient_goes_to_first_maximum_by_hand():
 
 def test_sum_over_positions_and_bias_gradient():
     rng = np.random.default_rng(1)
+    loss = lambda fn: lambda x, b: jnp.sum(jnp.sin(fn(x, b)))
     for shape in ((3, 5, 7, 4), (6, 4), (2, 1, 1, 3)):
         x = jnp.asarray(rng.normal(size=shape), jnp.float32)
         np.testing.assert_allclose(np.asarray(reduce.sum_over_positions(x)),
                                    np.asarray(x, np.float64).reshape(-1, shape[-1]).sum(0), rtol=1e-5)
         b = jnp.asarray(rng.normal(size=shape[-1]), jnp.float32)
-        loss = lambda fn: lambda x, b: jnp.sum(jnp.sin(fn(x, b)))
         ours = jax.grad(loss(conv.add_bias), (0, 1))(x, b)
         ref = jax.grad(loss(lambda x, b: x + b), (0, 1))(x, b)
         for o, r in zip(ours, ref):
@@ -189,7 +189,7 @@ def test_batch_norm_train_statistics_gradient_and_constant_channel():
     rng = np.random.default_rng(7)
     x = jnp.asarray(rng.normal(size=(3, 4, 2)), jnp.float32).at[..., 1].set(2.5)  # channel 1 constant
     scale, bias = jnp.array([1.5, 0.5]), jnp.array([0.1, -0.2])
-    y, mean, var = batch_norm.batch_norm_train(x, scale, bias, 1e-5)
+    y, _, var = batch_norm.batch_norm_train(x, scale, bias, 1e-5)
     assert np.all(np.isfinite(np.asarray(y))) and float(var[1]) == 0.0
     np.testing.assert_allclose(np.asarray(y[..., 1]), -0.2, atol=1e-3)
     # Gradients through the returned statistics (no running-average use relies on them, but

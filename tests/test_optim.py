@@ -75,7 +75,7 @@ def test_trainable_mask_from_freeze_base_and_frozen_paths():
         "base": {"conv1_1": {"kernel": False, "bias": False}, "conv2_1": {"kernel": False}}, "head": {"kernel": True}}
     assert optim.trainable_mask(opt_cfg(frozen=("base/conv1_1",)), params) == {
         "base": {"conv1_1": {"kernel": False, "bias": False}, "conv2_1": {"kernel": True}}, "head": {"kernel": True}}
-    with pytest.raises(ValueError, match="config.optimizer.frozen"):
+    with pytest.raises(ValueError, match=r"config\.optimizer\.frozen"):
         optim.trainable_mask(opt_cfg(frozen=("base/conv9",)), params)
 
 

@@ -36,7 +36,8 @@ def test_in_process_run_writes_everything(reference_run):
         assert os.path.exists(os.path.join(workdir, name)), name
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
     assert os.listdir(os.path.join(workdir, "best")) == ["6"]
-    info = json.load(open(os.path.join(workdir, "model.json")))
+    with open(os.path.join(workdir, "model.json")) as f:
+        info = json.load(f)
     assert info["model"] == "ssd_tiny" and info["class_names"][0] == "background"
 
 

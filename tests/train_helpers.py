@@ -92,10 +92,10 @@ def finish(proc, timeout=TIMEOUT_S) -> tuple[int, str]:
     """Waits for ``proc``; (return code, the rest of its output)."""
     try:
         out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as timeout_error:
         proc.kill()
         out, _ = proc.communicate()
-        raise AssertionError("training subprocess timed out:\n" + out[-3000:])
+        raise AssertionError("training subprocess timed out:\n" + out[-3000:]) from timeout_error
     return proc.returncode, out
 
 

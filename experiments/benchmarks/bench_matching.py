@@ -39,7 +39,7 @@ def bench_ssd_jax(anchors, boxes, labels, mask, repeats, mode):
 
     from ssd_jax import matching
 
-    fn = jax.jit(lambda b, l, m: matching.match_batch(anchors, b, l, m, mode=mode))
+    fn = jax.jit(lambda b, lab, m: matching.match_batch(anchors, b, lab, m, mode=mode))
     args = [jax.device_put(x) for x in (boxes, labels, mask)]
     return time_calls(lambda: jax.block_until_ready(fn(*args)), repeats)
 
@@ -53,7 +53,7 @@ def bench_torchvision(anchors, boxes, labels, mask, repeats):
     from ssd_jax.boxes import center_to_corners
     anchors_xyxy = torch.from_numpy(np.array(center_to_corners(anchors)))
     from torchvision.ops import box_iou
-    gts = [(torch.from_numpy(b[m]), torch.from_numpy(l[m])) for b, l, m in zip(boxes, labels, mask)]
+    gts = [(torch.from_numpy(b[m]), torch.from_numpy(lab[m])) for b, lab, m in zip(boxes, labels, mask)]
 
     def run():
         for gt_boxes, gt_labels in gts:

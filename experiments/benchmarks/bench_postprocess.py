@@ -11,6 +11,7 @@ The machine is shared: run it when idle, numbers under load are inflated.
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import jax
@@ -75,7 +76,7 @@ def main():
         logits = jnp.asarray(make_logits(rng, num_anchors, kind))
         for pool in pools:
             for tile in tiles:
-                fn = lambda: detect(loc, logits, anchors, tile_size=tile, candidate_pool=pool)
+                fn = functools.partial(detect, loc, logits, anchors, tile_size=tile, candidate_pool=pool)
                 ms = median_ms(fn, args.repeats)
                 nv = np.asarray(fn().num_valid)
                 print(f"detect  logits={kind:8s} pool={pool:5d} tile={tile:4d}: {ms:8.2f} ms / batch of {BATCH}"
@@ -86,7 +87,7 @@ def main():
     boxes, scores = jnp.asarray(boxes_np), jnp.asarray(scores_np)
     for max_output in (200, num_anchors):
         for tile in tiles:
-            fn = lambda: nms_padded(boxes, scores, 0.45, max_output, tile_size=tile)
+            fn = functools.partial(nms_padded, boxes, scores, 0.45, max_output, tile_size=tile)
             ms = median_ms(fn, args.repeats)
             print(f"nms_padded N={num_anchors} max_output={max_output:5d} tile={tile:4d}: {ms:8.2f} ms"
                   f"  (kept {int(fn()[1])})")
@@ -113,7 +114,7 @@ def main():
         logits_t = torch.from_numpy(make_logits(rng, num_anchors, kind))
         loc_t = torch.from_numpy(np.asarray(loc))
 
-        def tv_postprocess():  # torchvision SSD.postprocess_detections, normalised boxes
+        def tv_postprocess(loc_t, logits_t):  # torchvision SSD.postprocess_detections, normalised boxes
             out = []
             for b in range(BATCH):
                 boxes_b = coder.decode_single(loc_t[b], anchors_xyxy).clamp(0, 1)
@@ -134,7 +135,7 @@ def main():
         times = []
         for _ in range(args.repeats + 1):
             t0 = time.perf_counter()
-            tv_postprocess()
+            tv_postprocess(loc_t, logits_t)
             times.append(time.perf_counter() - t0)
         print(f"torchvision SSD postprocess logits={kind}: {1e3 * np.median(times[1:]):8.2f} ms / batch of {BATCH}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -9,9 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf
 
 for _kind in ("GPU", "TPU"):
-    try:
+    with contextlib.suppress(RuntimeError, ValueError):  # already initialised, or no such device type
         tf.config.set_visible_devices([], _kind)
-    except (RuntimeError, ValueError):  # already initialised, or no such device type
-        pass
 
 __all__ = ["tf"]

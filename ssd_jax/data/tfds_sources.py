@@ -36,6 +36,8 @@ def _names(tfds_name) -> list[str]:
 class TfdsSource:
     def __init__(self, cfg):
         self.cfg = cfg
+        self._num_examples: dict[str, int] = {}  # per split, computed once (see num_examples, max_box_count)
+        self._max_box_count: dict[str, int] = {}
         names = _names(cfg.tfds_name)
         if not names:
             raise ValueError("tfds: set data.tfds_name, e.g. 'voc/2007' or 'voc/2007+voc/2012'")
@@ -47,7 +49,7 @@ class TfdsSource:
             if label_names is not None and names_here != label_names:
                 raise ValueError(f"tfds: {name} has different classes than {names[0]}")
             label_names = names_here
-        self.is_coco = "is_crowd" in self.builders[0].info.features["objects"].keys()
+        self.is_coco = "is_crowd" in self.builders[0].info.features["objects"]
         self.class_names = with_background(label_names)
         if cfg.get("class_names") and with_background(cfg.class_names) != self.class_names:
             raise ValueError(f"tfds: class_names {tuple(cfg.class_names)} differ from the dataset's "
@@ -84,20 +86,22 @@ class TfdsSource:
             datasets.append(ds.map(functools.partial(self._convert, training=training)))
         return functools.reduce(lambda a, b: a.concatenate(b), datasets)
 
-    @functools.lru_cache(maxsize=8)
     def num_examples(self, split: str) -> int:
-        try:
-            return sum(int(b.info.splits[split].num_examples) for b in self.builders)
-        except (KeyError, ValueError):  # splits unknown (e.g. under tfds.testing.mock_data): count
-            return self._count(split)
+        if split not in self._num_examples:  # cached: counting a split reads all its records
+            try:
+                self._num_examples[split] = sum(int(b.info.splits[split].num_examples) for b in self.builders)
+            except (KeyError, ValueError):  # splits unknown (e.g. under tfds.testing.mock_data): count
+                self._num_examples[split] = self._count(split)
+        return self._num_examples[split]
 
-    @functools.lru_cache(maxsize=8)
     def max_box_count(self, split: str) -> int:
         """An upper bound on the boxes of one example of ``split``: the longest label list of the
         whole split, read once from the encoded records (images are not decoded; this reads the
         split's files once, a few seconds for VOC test or COCO val)."""
-        counts = self._records(split, training=False).map(lambda e: tf.shape(e["labels"])[0])
-        return int(counts.reduce(tf.constant(0, tf.int32), tf.maximum))
+        if split not in self._max_box_count:
+            counts = self._records(split, training=False).map(lambda e: tf.shape(e["labels"])[0])
+            self._max_box_count[split] = int(counts.reduce(tf.constant(0, tf.int32), tf.maximum))
+        return self._max_box_count[split]
 
     def _count(self, split: str) -> int:
         count, iterator = 0, iter(self._records(split, training=False))

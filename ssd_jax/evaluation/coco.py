@@ -79,7 +79,7 @@ def build_coco_ground_truth(ground_truths: Sequence[Mapping[str, Any]], image_si
       A ``COCO`` object with image ids ``0..N-1``.
     """
     sizes = _check_sizes(image_sizes, len(ground_truths))
-    images, annotations, seen = [], [], set(int(c) for c in extra_category_ids)
+    images, annotations, seen = [], [], {int(c) for c in extra_category_ids}
     for i, gt in enumerate(ground_truths):
         height, width = sizes[i]
         images.append({"id": i, "height": float(height), "width": float(width)})

@@ -108,9 +108,8 @@ def _flatten(items: Sequence[Mapping[str, Any]], kind: str, num_classes: int):
                              f"got {np.shape(item[box_key])}") from None
         if lab.shape[0] != b.shape[0]:
             raise ValueError(f"{kind}[{i}]: {b.shape[0]} boxes but {lab.shape[0]} {label_key}")
-        if lab.size and not np.issubdtype(lab.dtype, np.integer):
-            if not np.all(lab == np.round(lab)):
-                raise ValueError(f"{kind}[{i}]['{label_key}'] must be integers, got {lab.dtype}")
+        if lab.size and not np.issubdtype(lab.dtype, np.integer) and not np.all(lab == np.round(lab)):
+            raise ValueError(f"{kind}[{i}]['{label_key}'] must be integers, got {lab.dtype}")
         lab = lab.astype(np.int64)
         if not np.all(np.isfinite(b)):
             raise ValueError(f"{kind}[{i}]['{box_key}'] contains non-finite values")

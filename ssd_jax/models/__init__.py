@@ -176,4 +176,5 @@ def input_normalization(name: str) -> str:
     return _lookup(name)[1]
 
 
-__all__ = ["SSD", "SSDLITE320_SPEC", "Conv", "L2Norm", "config_spec", "create", "from_model_info", "input_normalization", "names"]
+__all__ = ["SSD", "SSDLITE320_SPEC", "Conv", "L2Norm", "config_spec", "create", "from_model_info",
+           "input_normalization", "names"]
