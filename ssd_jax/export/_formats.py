@@ -1,0 +1,109 @@
+"""Writers of the export formats (see :mod:`ssd_jax.export`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from ssd_jax.export import require
+
+DEPENDENCIES = {
+    "stablehlo": (),
+    "saved_model": (("tensorflow", "the saved_model format"),),
+    "onnx": (("jax2onnx", "the onnx format"), ("onnx", "the onnx format")),
+    "tflite": (("tensorflow", "the tflite format"),),
+}
+
+
+def check_dependencies(format: str):
+    for module, what in DEPENDENCIES[format]:
+        require(module, what)
+
+
+def _input_spec(graph, batch, names="b"):
+    """``(shape with None for dynamic dims, jax.export polymorphic shape string)``."""
+    h, w = (None, None) if graph.resize else graph.input_size
+    shape = (None if batch == "dynamic" else batch, h, w, 3)
+    poly = "(" + ", ".join(n if d is None else str(d) for d, n in zip(shape, (names, "h", "w", "c"))) + ")"
+    return shape, poly
+
+
+def exported_stablehlo(graph, batch, platforms):
+    """The ``jax.export.Exported`` of the graph."""
+    import jax
+    import jax.numpy as jnp
+
+    shape, poly = _input_spec(graph, batch)
+    if None in shape:
+        shape = jax.export.symbolic_shape(poly)
+    spec = jax.ShapeDtypeStruct(shape, jnp.uint8)
+    return jax.export.export(jax.jit(graph.fn), platforms=platforms)(spec)
+
+
+def write_stablehlo(graph, out, batch, platforms):
+    exported = exported_stablehlo(graph, batch, platforms)
+    with open(out, "wb") as f:
+        f.write(exported.serialize())
+    return {"jax_serialization_version": int(exported.calling_convention_version)}
+
+
+def tf_function(graph, batch, platforms):
+    """A ``tf.function`` (uint8 images -> dict of outputs) wrapping the graph through jax2tf."""
+    import tensorflow as tf
+    from jax.experimental import jax2tf
+
+    shape, poly = _input_spec(graph, batch)
+    converted = jax2tf.convert(graph.fn, polymorphic_shapes=[poly if None in shape else None],
+                               native_serialization_platforms=platforms, with_gradient=False)
+
+    @tf.function(input_signature=[tf.TensorSpec(shape, tf.uint8, name="images")], autograph=False)
+    def serve(images):
+        return converted(images)
+
+    return serve
+
+
+def write_saved_model(graph, out, batch, platforms):
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.serve = tf_function(graph, batch, platforms)
+    if os.path.isdir(out):
+        shutil.rmtree(out)
+    tf.saved_model.save(module, out, signatures={"serving_default": module.serve})
+    return {"signature": "serving_default", "input_name": "images"}
+
+
+def write_tflite(graph, out, batch, platforms):
+    import tensorflow as tf
+
+    if batch == "dynamic":
+        raise_batch = False
+    else:
+        raise_batch = False
+    del raise_batch
+    module = tf.Module()
+    module.serve = tf_function(graph, batch, ("cpu",))
+    concrete = module.serve.get_concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    data = converter.convert()
+    with open(out, "wb") as f:
+        f.write(data)
+    return {}
+
+
+def write_onnx(graph, out, batch, platforms):
+    import jax
+    import jax.numpy as jnp
+    from jax2onnx import to_onnx
+
+    shape, poly = _input_spec(graph, batch, names="B")
+    if None in shape:
+        shape = jax.export.symbolic_shape(poly)
+    model = to_onnx(graph.fn, [jax.ShapeDtypeStruct(shape, jnp.uint8)], model_name="ssd_detector",
+                    input_names=["images"], output_names=["boxes", "classes", "num_valid", "scores"])
+    import onnx
+
+    onnx.save(model, out)
+    return {}
