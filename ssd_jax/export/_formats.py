@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 
@@ -47,19 +48,56 @@ def write_stablehlo(graph, out, batch, platforms):
     return {"jax_serialization_version": int(exported.calling_convention_version)}
 
 
+# TensorFlow deserializes the StableHLO inside XlaCallModule with its own, older StableHLO
+# (TF 2.21: v1.13.7). jax 0.10 serializes for a version >= 4 weeks old (v1.15), whose
+# vhlo.composite_v2 (the form of chlo.top_k) TF cannot read: "unregistered operation
+# 'vhlo.composite_v2' found in dialect ('vhlo')". Serializing for TF's version instead
+# downgrades to ops it knows (the module uses nothing newer).
+def _tf_stablehlo_version() -> str | None:
+    try:
+        from tensorflow.compiler.mlir.stablehlo import stablehlo as tf_stablehlo
+        return tf_stablehlo.get_current_version()
+    except Exception:
+        return None
+
+
+@contextlib.contextmanager
+def _serialize_for(version: str | None):
+    """Within: jax.export serializes StableHLO for ``version`` (None: unchanged)."""
+    from jax._src.export import _export
+    from jax._src.lib import _jax
+
+    if version is None:
+        yield
+        return
+    original = _export._module_to_bytecode
+
+    def to_bytecode(module):
+        return _jax.mlir.serialize_portable_artifact(module, version, _export.xb.get_backend().serialize_with_sdy)
+
+    _export._module_to_bytecode = to_bytecode
+    try:
+        yield
+    finally:
+        _export._module_to_bytecode = original
+
+
 def tf_function(graph, batch, platforms):
     """A ``tf.function`` (uint8 images -> dict of outputs) wrapping the graph through jax2tf."""
     import tensorflow as tf
     from jax.experimental import jax2tf
 
     shape, poly = _input_spec(graph, batch)
-    converted = jax2tf.convert(graph.fn, polymorphic_shapes=[poly if None in shape else None],
+    fn = graph.fn_per_image if batch == "dynamic" else graph.fn
+    converted = jax2tf.convert(fn, polymorphic_shapes=[poly if None in shape else None],
                                native_serialization_platforms=platforms, with_gradient=False)
 
     @tf.function(input_signature=[tf.TensorSpec(shape, tf.uint8, name="images")], autograph=False)
     def serve(images):
-        return converted(images)
+        with _serialize_for(_tf_stablehlo_version()):
+            return converted(images)
 
+    serve.get_concrete_function()  # trace (and serialize) now, inside the context
     return serve
 
 

@@ -26,10 +26,16 @@ class DetectionGraph:
       resize: whether ``fn`` resizes any H, W to ``input_size`` itself (bilinear, half-pixel
         centres, no antialiasing: the training pipeline's resize, not the Detector's PIL one).
       metadata: what the sidecar JSON holds (class names, normalisation, thresholds, ...).
+      fn_per_image: the same function with the post-processing in a ``lax.map`` over the images.
+      network: ``images uint8 -> (loc [B, A, 4], logits [B, A, C])`` (normalisation, resize included).
+      anchors: the default boxes ``[A, 4]`` ``(cx, cy, w, h)``.
       detector: the :class:`ssd_jax.Detector` it was built from.
     """
 
     fn: object
+    fn_per_image: object
+    network: object
+    anchors: np.ndarray
     input_size: tuple
     resize: bool
     metadata: dict
@@ -83,14 +89,28 @@ def build(workdir: str, checkpoint="best", resize: bool = False) -> DetectionGra
     thresholds = dict(score_threshold=detector.score_threshold, iou_threshold=detector.iou_threshold,
                       pre_nms_top_k=detector.pre_nms_top_k, max_detections=detector.max_detections)
 
-    def fn(images):
+    def network(images):
         x = images.astype(jnp.float32)
         if resize:
             x = bilinear_resize(x, (height, width))
         x = x * scale + offset
-        loc, logits = module.apply(variables, x, train=False)
-        det = postprocess.detect(loc, logits, jnp.asarray(anchors), **thresholds)
+        return module.apply(variables, x, train=False)
+
+    def fn(images):
+        det = postprocess.detect(*network(images), jnp.asarray(anchors), **thresholds)
         return {"boxes": det.boxes, "scores": det.scores, "classes": det.classes, "num_valid": det.num_valid}
+
+    def fn_per_image(images):
+        # The same detections, post-processed one image at a time (lax.map): every shape inside
+        # the loop is static even when the batch is symbolic, which TensorFlow's shape
+        # refinement of a jax2tf graph needs (it cannot refine top_k on a symbolic batch).
+        def one(outputs):
+            loc, logits = outputs
+            det = postprocess.detect(loc[None], logits[None], jnp.asarray(anchors), **thresholds)
+            return det.boxes[0], det.scores[0], det.classes[0], det.num_valid[0]
+
+        boxes, scores, classes, num_valid = jax.lax.map(one, network(images))
+        return {"boxes": boxes, "scores": scores, "classes": classes, "num_valid": num_valid}
 
     metadata = {
         "model": info.get("model"),
@@ -116,5 +136,6 @@ def build(workdir: str, checkpoint="best", resize: bool = False) -> DetectionGra
         },
         "num_default_boxes": int(anchors.shape[0]),
     }
-    return DetectionGraph(fn=fn, input_size=(int(height), int(width)), resize=bool(resize), metadata=metadata,
+    return DetectionGraph(fn=fn, fn_per_image=fn_per_image, network=network, anchors=anchors,
+                          input_size=(int(height), int(width)), resize=bool(resize), metadata=metadata,
                           detector=detector)
