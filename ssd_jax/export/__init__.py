@@ -119,6 +119,9 @@ def export_detector(workdir: str, out: str, format: str = "stablehlo", checkpoin
         raise ExportError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
     batch = parse_batch(DEFAULT_BATCH[format] if batch is None else batch)
     platforms = parse_platforms(platforms)
+    if format == "tflite" and batch == "dynamic":
+        raise ExportError("tflite needs a fixed batch (--batch N; TFLite's converter cannot legalise the "
+                          "symbolic-batch graph); LiteRT's resize_tensor_input does not apply either")
     if format in ("onnx", "tflite") and platforms != ("cpu",):
         raise ExportError(f"--platforms applies to stablehlo and saved_model; {format} is platform-neutral")
     if not os.path.isdir(workdir):

@@ -113,13 +113,12 @@ def write_saved_model(graph, out, batch, platforms):
 
 
 def write_tflite(graph, out, batch, platforms):
+    """The jax2tf function through ``TFLiteConverter`` (builtin ops only: the StableHLO, NMS
+    loops included, is legalised to TFLite ops). Fixed batch only: with a symbolic batch the
+    converter fails ("Could not translate MLIR to FlatBuffer ... 'vhlo.dynamic_slice_v1' op is
+    not part of the vhlo support yet", TF 2.21)."""
     import tensorflow as tf
 
-    if batch == "dynamic":
-        raise_batch = False
-    else:
-        raise_batch = False
-    del raise_batch
     module = tf.Module()
     module.serve = tf_function(graph, batch, ("cpu",))
     concrete = module.serve.get_concrete_function()
