@@ -11,7 +11,7 @@ from ssd_jax.export import require
 DEPENDENCIES = {
     "stablehlo": (),
     "saved_model": (("tensorflow", "the saved_model format"),),
-    "onnx": (("jax2onnx", "the onnx format"), ("onnx", "the onnx format")),
+    "onnx": (("jax2onnx", "the onnx format"), ("onnx", "the onnx format"), ("onnxruntime", "the onnx format")),
     "tflite": (("tensorflow", "the tflite format"),),
 }
 
@@ -131,16 +131,6 @@ def write_tflite(graph, out, batch, platforms):
 
 
 def write_onnx(graph, out, batch, platforms):
-    import jax
-    import jax.numpy as jnp
-    from jax2onnx import to_onnx
+    from ssd_jax.export import _onnx
 
-    shape, poly = _input_spec(graph, batch, names="B")
-    if None in shape:
-        shape = jax.export.symbolic_shape(poly)
-    model = to_onnx(graph.fn, [jax.ShapeDtypeStruct(shape, jnp.uint8)], model_name="ssd_detector",
-                    input_names=["images"], output_names=["boxes", "classes", "num_valid", "scores"])
-    import onnx
-
-    onnx.save(model, out)
-    return {}
+    return _onnx.write_onnx(graph, out, batch, platforms)
