@@ -28,15 +28,30 @@ ATOL = 1e-4
 
 
 def write_random_workdir(workdir, model, num_classes=2, image_size=None, seed=0, postprocess=None):
-    """model.json + checkpoints/0 of a randomly initialised model (what convert.write_workdir writes)."""
+    """model.json + checkpoints/0 of a randomly initialised model (what convert.write_workdir writes).
+
+    The variables are drawn in NumPy from their shapes (LeCun-normal kernels as Flax initialises them, zero biases, unit
+    BatchNorm statistics) so that no ``module.init`` has to be compiled.
+    """
     import jax
     import jax.numpy as jnp
 
     from ssd_jax import checkpoints, models
 
     module, spec = models.create(model, num_classes, image_size=image_size)
-    variables = jax.device_get(jax.jit(lambda: module.init(jax.random.key(seed), jnp.zeros((1, *spec.image_size, 3)),
-                                                             train=False))())
+    shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, *spec.image_size, 3)), train=False))
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        name = str(getattr(path[-1], "key", path[-1]))
+        if name == "kernel":
+            fan_in = int(np.prod(leaf.shape[:-1]))
+            return (rng.standard_normal(leaf.shape) * np.sqrt(1.0 / fan_in)).astype(leaf.dtype)
+        if name in ("scale", "var"):
+            return np.ones(leaf.shape, leaf.dtype) * (20.0 if "_norm" in str(path) else 1.0)
+        return np.zeros(leaf.shape, leaf.dtype)
+
+    variables = jax.tree_util.tree_map_with_path(draw, dict(shapes))
     ckpt = checkpoints.Checkpointer(str(workdir))
     ckpt.save(0, model={"params": variables["params"], "batch_stats": variables.get("batch_stats", {})},
               train={"step": np.zeros((), np.int32)})
@@ -229,13 +244,13 @@ def test_tflite_matches_detector(workdir, batch8, tmp_path):
 def test_ssd300_vgg16_stablehlo_matches_detector(tmp_path):
     workdir = write_random_workdir(tmp_path / "vgg", "ssd300_vgg16", num_classes=3, seed=1,
                                    postprocess={"max_detections": 50})
-    detector = ssd_jax.Detector.from_workdir(workdir, buckets=(2,))
-    images, _ = detector.preprocess(photos(2))
+    detector = ssd_jax.Detector.from_workdir(workdir, buckets=(1,))
+    images, _ = detector.preprocess(photos(1))
     ref = detector.predict_batch(images)
     path = str(tmp_path / "vgg.stablehlo")
-    ssd_export.export_detector(workdir, path, format="stablehlo", batch=2, platforms="cpu,cuda,tpu")
+    ssd_export.export_detector(workdir, path, format="stablehlo", batch=1, platforms="cpu,cuda,tpu")
     model = ssd_export.load(path)
-    assert model.input_shape == (2, 300, 300, 3)
+    assert model.input_shape == (1, 300, 300, 3)
     assert int(ref.num_valid.min()) > 0
     assert_same_detections(model(images), ref)
 
