@@ -82,13 +82,13 @@ def _serialize_for(version: str | None):
         _export._module_to_bytecode = original
 
 
-def tf_function(graph, batch, platforms):
+def tf_function(graph, batch, platforms, sort_free=False):
     """A ``tf.function`` (uint8 images -> dict of outputs) wrapping the graph through jax2tf."""
     import tensorflow as tf
     from jax.experimental import jax2tf
 
     shape, poly = _input_spec(graph, batch)
-    fn = graph.fn_per_image if batch == "dynamic" else graph.fn
+    fn = graph.make(per_image=batch == "dynamic", sort_free=sort_free)
     converted = jax2tf.convert(fn, polymorphic_shapes=[poly if None in shape else None],
                                native_serialization_platforms=platforms, with_gradient=False)
 
@@ -120,7 +120,7 @@ def write_tflite(graph, out, batch, platforms):
     import tensorflow as tf
 
     module = tf.Module()
-    module.serve = tf_function(graph, batch, ("cpu",))
+    module.serve = tf_function(graph, batch, ("cpu",), sort_free=True)
     concrete = module.serve.get_concrete_function()
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], module)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]

@@ -26,14 +26,15 @@ class DetectionGraph:
       resize: whether ``fn`` resizes any H, W to ``input_size`` itself (bilinear, half-pixel
         centres, no antialiasing: the training pipeline's resize, not the Detector's PIL one).
       metadata: what the sidecar JSON holds (class names, normalisation, thresholds, ...).
-      fn_per_image: the same function with the post-processing in a ``lax.map`` over the images.
+      make: ``make(per_image=False, sort_free=False)`` -> a variant of ``fn`` with the same
+        results (post-processing per image in a ``lax.map``; no sort in the graph).
       network: ``images uint8 -> (loc [B, A, 4], logits [B, A, C])`` (normalisation, resize included).
       anchors: the default boxes ``[A, 4]`` ``(cx, cy, w, h)``.
       detector: the :class:`ssd_jax.Detector` it was built from.
     """
 
     fn: object
-    fn_per_image: object
+    make: object
     network: object
     anchors: np.ndarray
     input_size: tuple
@@ -96,21 +97,34 @@ def build(workdir: str, checkpoint="best", resize: bool = False) -> DetectionGra
         x = x * scale + offset
         return module.apply(variables, x, train=False)
 
-    def fn(images):
-        det = postprocess.detect(*network(images), jnp.asarray(anchors), **thresholds)
-        return {"boxes": det.boxes, "scores": det.scores, "classes": det.classes, "num_valid": det.num_valid}
+    def make(per_image: bool = False, sort_free: bool = False):
+        """The detection function. ``per_image``: post-process one image at a time (lax.map):
+        every shape inside the loop is static even when the batch is symbolic, which TensorFlow's
+        shape refinement of a jax2tf graph needs (it cannot refine top_k on a symbolic batch).
+        ``sort_free``: a candidate pool holding every (class, anchor) score, so ``detect`` is
+        exact with top_k alone and never takes its fallback path, whose stable argsort TFLite
+        cannot convert ("'vhlo.sort_v1' op is not part of the vhlo support yet"). Same results."""
+        options = dict(thresholds)
+        if sort_free:
+            options["candidate_pool"] = (detector.num_classes - 1) * int(anchors.shape[0])
 
-    def fn_per_image(images):
-        # The same detections, post-processed one image at a time (lax.map): every shape inside
-        # the loop is static even when the batch is symbolic, which TensorFlow's shape
-        # refinement of a jax2tf graph needs (it cannot refine top_k on a symbolic batch).
-        def one(outputs):
-            loc, logits = outputs
-            det = postprocess.detect(loc[None], logits[None], jnp.asarray(anchors), **thresholds)
-            return det.boxes[0], det.scores[0], det.classes[0], det.num_valid[0]
+        def detect(loc, logits):
+            return postprocess.detect(loc, logits, jnp.asarray(anchors), **options)
 
-        boxes, scores, classes, num_valid = jax.lax.map(one, network(images))
-        return {"boxes": boxes, "scores": scores, "classes": classes, "num_valid": num_valid}
+        def fn(images):
+            loc, logits = network(images)
+            if not per_image:
+                det = detect(loc, logits)
+                return {"boxes": det.boxes, "scores": det.scores, "classes": det.classes, "num_valid": det.num_valid}
+
+            def one(outputs):
+                det = detect(outputs[0][None], outputs[1][None])
+                return det.boxes[0], det.scores[0], det.classes[0], det.num_valid[0]
+
+            boxes, scores, classes, num_valid = jax.lax.map(one, (loc, logits))
+            return {"boxes": boxes, "scores": scores, "classes": classes, "num_valid": num_valid}
+
+        return fn
 
     metadata = {
         "model": info.get("model"),
@@ -136,6 +150,6 @@ def build(workdir: str, checkpoint="best", resize: bool = False) -> DetectionGra
         },
         "num_default_boxes": int(anchors.shape[0]),
     }
-    return DetectionGraph(fn=fn, fn_per_image=fn_per_image, network=network, anchors=anchors,
+    return DetectionGraph(fn=make(), make=make, network=network, anchors=anchors,
                           input_size=(int(height), int(width)), resize=bool(resize), metadata=metadata,
                           detector=detector)
