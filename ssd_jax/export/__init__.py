@@ -127,6 +127,8 @@ def export_detector(workdir: str, out: str, format: str = "stablehlo", checkpoin
     if not os.path.isdir(workdir):
         raise FileNotFoundError(f"workdir {workdir} does not exist")
     checkpoint = _parse_checkpoint(checkpoint)
+    if format != "saved_model" and os.path.isdir(out):
+        raise ExportError(f"--out {out} is a folder; {format} writes a file")
     from ssd_jax.export import _formats, _graph
 
     writer = {"stablehlo": _formats.write_stablehlo, "saved_model": _formats.write_saved_model,

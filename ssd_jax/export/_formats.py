@@ -106,8 +106,12 @@ def write_saved_model(graph, out, batch, platforms):
 
     module = tf.Module()
     module.serve = tf_function(graph, batch, platforms)
-    if os.path.isdir(out):
-        shutil.rmtree(out)
+    if os.path.isdir(out) and os.listdir(out):
+        if not os.path.exists(os.path.join(out, "saved_model.pb")):
+            from ssd_jax.export import ExportError
+
+            raise ExportError(f"{out} exists and is not a SavedModel; choose a new --out folder")
+        shutil.rmtree(out)  # an earlier export: replaced
     tf.saved_model.save(module, out, signatures={"serving_default": module.serve})
     return {"signature": "serving_default", "input_name": "images"}
 
