@@ -29,7 +29,8 @@ import time
 import jax
 import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ssd_jax import anchors as anchor_lib
 from ssd_jax import checkpoints, cli, data, xla_options
@@ -37,8 +38,17 @@ from ssd_jax.errors import NonFiniteLossError
 from ssd_jax.evaluation import format_table, write_report
 from ssd_jax.evaluation.split_pass import evaluate_split, save_sample_grid
 from ssd_jax.runtime import MetricsLog, StopSignal, format_duration, initialize_distributed
-from ssd_jax.train_utils import (TrainState, build_task, check_batch_size, init_state, load_pretrained,
-                                 make_mesh, make_predict_step, make_train_step, model_variables)
+from ssd_jax.train_utils import (
+    TrainState,
+    build_task,
+    check_batch_size,
+    init_state,
+    load_pretrained,
+    make_mesh,
+    make_predict_step,
+    make_train_step,
+    model_variables,
+)
 
 log = logging.getLogger("ssd_jax.train")
 

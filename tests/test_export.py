@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 import ssd_jax
+from ssd_jax import cli
 from ssd_jax import export as ssd_export
 
 RACCOON = os.environ.get("SSD_JAX_RACCOON", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
@@ -126,7 +127,8 @@ def test_stablehlo_symbolic_batch_matches_detector(stablehlo_path, batch8, detec
         out = model(images[:b])
         assert out["boxes"].shape == (b, POSTPROCESS["max_detections"], 4)
         assert_same_detections(out, sliced(ref, b))
-    meta = json.load(open(stablehlo_path + ".json"))
+    with open(stablehlo_path + ".json") as f:
+        meta = json.load(f)
     assert meta["class_names"] == ["background", "raccoon", "class_2"] and meta["input_size"] == [TINY_SIZE, TINY_SIZE]
     assert meta["postprocess"] == POSTPROCESS and meta["normalization"] == detector.normalization
     assert meta["batch"] == "dynamic" and meta["platforms"] == ["cpu", "cuda", "tpu"]
@@ -157,7 +159,7 @@ def test_stablehlo_bad_input_is_a_clear_error(stablehlo_path, batch8, tmp_path):
         model(images[0])
     bogus = tmp_path / "bogus.stablehlo"
     bogus.write_bytes(b"not an export")
-    with pytest.raises(ssd_export.ExportError, match="not a serialized jax.export"):
+    with pytest.raises(ssd_export.ExportError, match=r"not a serialized jax\.export"):
         ssd_export.load(str(bogus))
 
 
@@ -263,17 +265,17 @@ def test_cli_user_mistakes_give_one_line(workdir, tmp_path, capsys):
     from ssd_jax.export.__main__ import main
 
     out = str(tmp_path / "x.stablehlo")
-    cases = [
-        (["--workdir", str(tmp_path / "missing"), "--format", "stablehlo", "--out", out], "does not exist"),
-        (["--workdir", workdir, "--format", "pb", "--out", out], "unknown format 'pb'"),
-        (["--workdir", workdir, "--format", "stablehlo", "--out", out, "--platforms", "cpu,gpux"],
+    cases = [  # (argv, exit code: 1 the command ran and failed, 2 the command line is wrong; message)
+        (["--workdir", str(tmp_path / "missing"), "--format", "stablehlo", "--out", out], 1, "does not exist"),
+        (["--workdir", workdir, "--format", "pb", "--out", out], 2, "unknown format 'pb'"),
+        (["--workdir", workdir, "--format", "stablehlo", "--out", out, "--platforms", "cpu,gpux"], 2,
          "unknown platform 'gpux'"),
-        (["--workdir", workdir, "--format", "stablehlo", "--out", out, "--checkpoint", "7"], "no checkpoint 7"),
-        (["--workdir", workdir, "--format", "stablehlo", "--out", out, "--batch", "0"], "batch must be"),
-        (["--workdir", workdir, "--format", "tflite", "--out", out, "--batch", "dynamic"], "fixed batch"),
+        (["--workdir", workdir, "--format", "stablehlo", "--out", out, "--checkpoint", "7"], 1, "no checkpoint 7"),
+        (["--workdir", workdir, "--format", "stablehlo", "--out", out, "--batch", "0"], 2, "batch must be"),
+        (["--workdir", workdir, "--format", "tflite", "--out", out, "--batch", "dynamic"], 2, "fixed batch"),
     ]
-    for argv, message in cases:
-        assert main(argv) == 2, argv
+    for argv, code, message in cases:
+        assert cli.run(main, argv) == code, argv
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and message in err and "\n" not in err, (argv, err)
         assert not os.path.exists(out)

@@ -17,6 +17,7 @@ Host resizing is not included (all take pre-resized images). Random weights keep
 from __future__ import annotations
 
 import argparse
+import functools
 import glob
 import os
 import sys
@@ -25,7 +26,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import interleaved_medians  # noqa: E402
+from timing import interleaved_medians
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RACCOON = os.path.join(REPO, "..", "shared", "data", "raccoon", "JPEGImages")
@@ -100,7 +101,7 @@ def main():
         images = images_at(detector.input_size)
         calls, sizes, export_s = {}, {}, {}
         for b in (1, 8):
-            calls[("Detector (jit)", b)] = lambda b=b: detector.predict_batch(images[:b])
+            calls[("Detector (jit)", b)] = functools.partial(detector.predict_batch, images[:b])
         for fmt in args.formats:
             for batch in ((1, 8) if fmt == "tflite" else ("dynamic",)):
                 suffix = {"stablehlo": ".stablehlo", "saved_model": "", "onnx": ".onnx", "tflite": ".tflite"}[fmt]

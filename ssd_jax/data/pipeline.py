@@ -32,8 +32,8 @@ import math
 import numpy as np
 
 from ssd_jax.data import augment, records
-from ssd_jax.data.max_boxes import train_max_boxes
 from ssd_jax.data.examples import shard_size
+from ssd_jax.data.max_boxes import train_max_boxes
 from ssd_jax.data.normalize import fill_value_rgb, scale_and_offset
 from ssd_jax.data.registry import get_source
 from ssd_jax.data.sources import IndexedSource

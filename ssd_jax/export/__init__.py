@@ -35,14 +35,17 @@ from __future__ import annotations
 import json
 import os
 
+from ssd_jax.errors import UsageError
+
 FORMATS = ("stablehlo", "saved_model", "onnx", "tflite")
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 EXTRA_HINT = "pip install -e '.[export]'"
 DEFAULT_BATCH = {"stablehlo": "dynamic", "saved_model": "dynamic", "onnx": "dynamic", "tflite": 1}
 
 
-class ExportError(ValueError):
-    """A user mistake (unknown format or platform, bad batch, bad input); the message says which."""
+class ExportError(UsageError, ValueError):
+    """A user mistake (unknown format or platform, bad batch, bad input); the message says which.
+    The command line reports it as a usage error (exit code 2)."""
 
 
 def metadata_path(out: str) -> str:
@@ -203,7 +206,7 @@ class ExportedDetector:
         import jax
 
         out = self._call(self.check_input(images))
-        return {k: v for k, v in jax.device_get(out).items()}
+        return dict(jax.device_get(out))
 
 
 def load(path: str) -> ExportedDetector:
@@ -228,5 +231,13 @@ def main(argv=None) -> int:
     return cli_main(argv)
 
 
-__all__ = ["export_detector", "load", "ExportedDetector", "ExportError", "FORMATS", "PLATFORMS", "read_metadata",
-           "metadata_path"]
+__all__ = [
+    "FORMATS",
+    "PLATFORMS",
+    "ExportError",
+    "ExportedDetector",
+    "export_detector",
+    "load",
+    "metadata_path",
+    "read_metadata",
+]
