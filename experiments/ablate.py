@@ -30,13 +30,6 @@ import ml_collections
 from experiments.ablations import results as results_lib
 from experiments.ablations import sweeps as sweeps_lib
 
-NEEDS_TEXT = {
-    sweeps_lib.ANCHORS: ("config.anchors (default boxes from the config: anchors.sources, "
-                         "anchors.aspect_ratios, anchors.s_min/s_max), which is being added in a separate change"),
-    sweeps_lib.MODEL_OPTIONS: ("config.model_options with ssd_tiny's source_convs switch, which does not exist yet: "
-                               + sweeps_lib.RECEPTIVE_FIELD_NOTE),
-}
-
 
 class SweepConfigError(ValueError):
     """A sweep's rows do not fit the config (unknown keys, bad values, missing features)."""
@@ -104,11 +97,6 @@ def build_configs(sweep, rows, smoke: bool = False, load=None) -> dict:
     for row in rows:
         where = f"sweep {sweep.name!r} row {row.name!r}"
         cfg = load(sweep.base)
-        missing = [need for need in row.needs if not _has_key(cfg, need)]
-        if missing:
-            problems.append(f"{where} needs " + "; and ".join(NEEDS_TEXT.get(n, f"config.{n}") for n in missing)
-                            + " -- leave the row out with --rows")
-            continue
         try:
             if smoke:
                 apply_overrides(cfg, sweeps_lib.SMOKE_OVERRIDES, f"{where} (--smoke)")
@@ -206,8 +194,7 @@ def main(argv=None) -> int:
         for s in sweeps_lib.SWEEPS.values():
             print(f"{s.name} (base {s.base}): {s.description}")
             for r in s.rows:
-                need = f"  [needs {', '.join('config.' + n for n in r.needs)}]" if r.needs else ""
-                print(f"  {r.name}: {r.overrides or '(base config)'}{need}")
+                print(f"  {r.name}: {r.overrides or '(base config)'}")
         return 0
     if not args.sweep or not args.workdir:
         parser.error("--sweep and --workdir are required")

@@ -5,11 +5,9 @@ overrides with dotted keys (``"loss.alpha": 2.0``). The first row is the baselin
 row is reported as a difference from it. Each (row, seed) trains into ``WORKDIR/<row>/seed<k>``
 through the ordinary trainer with ``config.seed = k``.
 
-Rows can say which config features they need (``needs``): a row that sets ``anchors.*`` needs the
-config-driven default boxes (``config.anchors``) that are being added in a separate change, and
-the receptive-field row needs a model option that does not exist yet (``config.model_options``,
-see ``RECEPTIVE_FIELD_NOTE``). Until those land, the runner rejects these rows at start with a
-message that says so; run the others with ``--rows``.
+Default boxes are ablated through ``config.anchors`` (``anchors.aspect_ratios``, ``anchors.sources``,
+``anchors.s_min`` / ``s_max``) and the receptive-field widening through ``config.model_options``
+(ssd_tiny's ``source_convs``).
 
 ``SMOKE_OVERRIDES`` shrink any sweep to a few steps on tiny images (``--smoke``), so the whole path
 (training, evaluation, result files) runs in seconds.
@@ -19,21 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 
-ANCHORS = "anchors"            # config.anchors.{sources, aspect_ratios, s_min, s_max}: config-driven default boxes
-MODEL_OPTIONS = "model_options"  # config.model_options: keyword options of the model factory
-
-RECEPTIVE_FIELD_NOTE = (
-    "ssd_tiny's stride-1 source convs (conv3b, conv4b) cannot be switched off from a config today: "
-    "TinyBase always adds them and models.create takes no model options. The row expects a "
-    "config.model_options ConfigDict forwarded to models.create and an ssd_tiny option "
-    "source_convs: bool = True (False: the two sources are conv3 / conv4 directly).")
-
 
 @dataclasses.dataclass(frozen=True)
 class Row:
     name: str
     overrides: dict = dataclasses.field(default_factory=dict)
-    needs: tuple = ()   # config sections this row needs that may be missing (ANCHORS, MODEL_OPTIONS)
     note: str = ""
 
 
@@ -107,12 +95,12 @@ PAPER_TABLE2 = Sweep(
             note="no photometric distortion, no expand, no IoU crops"),
         Row("expand_crop", {"data.augment.expand": True, "data.augment.crop": True},
             note="the paper's full augmentation: + zoom-out expand and IoU crops"),
-        Row("ar_1", {"anchors.aspect_ratios": AR_1}, needs=(ANCHORS,), note="boxes of ratio 1 only (2 per location)"),
-        Row("ar_1_2", {"anchors.aspect_ratios": AR_2}, needs=(ANCHORS,), note="ratios {1, 2, 1/2} on every map"),
-        Row("ar_1_2_3", {"anchors.aspect_ratios": AR_23}, needs=(ANCHORS,),
+        Row("ar_1", {"anchors.aspect_ratios": AR_1}, note="boxes of ratio 1 only (2 per location)"),
+        Row("ar_1_2", {"anchors.aspect_ratios": AR_2}, note="ratios {1, 2, 1/2} on every map"),
+        Row("ar_1_2_3", {"anchors.aspect_ratios": AR_23},
             note="ratios {1, 2, 1/2, 3, 1/3} on every map"),
-        Row("no_source_convs", {"model_options.source_convs": False}, needs=(MODEL_OPTIONS,),
-            note="receptive field not widened: " + RECEPTIVE_FIELD_NOTE),
+        Row("no_source_convs", {"model_options.source_convs": False},
+            note="ssd_tiny without its stride-1 source convs (sources see 15 / 31 px instead of 31 / 79)"),
     ),
 )
 
@@ -123,9 +111,9 @@ PAPER_TABLE3 = Sweep(
                  "formula over the maps kept (s_min..s_max spread over fewer maps)."),
     rows=(
         Row("all_maps", {}, note="all 5 maps (16, 8, 4, 2, 1 at 128 px)"),
-        Row("drop_finest", _sources((1, 2, 3, 4)), needs=(ANCHORS,), note="without the 16x16 map"),
-        Row("drop_coarsest", _sources((0, 1, 2, 3)), needs=(ANCHORS,), note="without the 1x1 map"),
-        Row("one_map", _sources((1,)), needs=(ANCHORS,), note="only the 8x8 (stride 16) map"),
+        Row("drop_finest", _sources((1, 2, 3, 4)), note="without the 16x16 map"),
+        Row("drop_coarsest", _sources((0, 1, 2, 3)), note="without the 1x1 map"),
+        Row("one_map", _sources((1,)), note="only the 8x8 (stride 16) map"),
     ),
 )
 
