@@ -23,7 +23,8 @@ Formats:
                     lowered for every platform in ``platforms``; :func:`load` runs it.
   ``saved_model``   TensorFlow SavedModel (jax2tf, native serialization: the same StableHLO
                     inside an ``XlaCallModule`` op), ``serving_default`` signature.
-  ``onnx``          the whole graph, NMS included, through jax2onnx; runs in onnxruntime.
+  ``onnx``          the network and box decoding through jax2onnx, NMS as ONNX's own
+                    ``NonMaxSuppression`` (jax2onnx cannot convert the padded NMS); onnxruntime.
   ``tflite``        the SavedModel's function through ``tf.lite.TFLiteConverter`` (StableHLO
                     legalised to TFLite ops); runs in the LiteRT interpreter.
 
@@ -35,65 +36,15 @@ from __future__ import annotations
 import json
 import os
 
-from ssd_jax.errors import UsageError
-
-FORMATS = ("stablehlo", "saved_model", "onnx", "tflite")
-PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
-EXTRA_HINT = "pip install -e '.[export]'"
-DEFAULT_BATCH = {"stablehlo": "dynamic", "saved_model": "dynamic", "onnx": "dynamic", "tflite": 1}
-
-
-class ExportError(UsageError, ValueError):
-    """A user mistake (unknown format or platform, bad batch, bad input); the message says which.
-    The command line reports it as a usage error (exit code 2)."""
-
-
-def metadata_path(out: str) -> str:
-    """Where the sidecar JSON of artifact ``out`` lives: ``<out>.json``."""
-    return os.path.normpath(out) + ".json"
-
-
-def parse_batch(batch) -> int | str:
-    """``"dynamic"`` / None -> ``"dynamic"``; a positive int (or its string) -> that int."""
-    if batch is None or batch == "dynamic":
-        return "dynamic"
-    try:
-        value = int(batch)
-    except (TypeError, ValueError):
-        value = 0
-    if value < 1 or (isinstance(batch, float) and batch != value):
-        raise ExportError(f"batch must be a positive integer or 'dynamic', got {batch!r}")
-    return value
-
-
-def parse_platforms(platforms) -> tuple:
-    """``"cpu,cuda"`` or a sequence -> a tuple of known platform names (order kept, no repeats)."""
-    if platforms is None:
-        return ("cpu",)
-    items = platforms.split(",") if isinstance(platforms, str) else list(platforms)
-    names = []
-    for item in items:
-        name = str(item).strip().lower()
-        if not name:
-            continue
-        if name not in PLATFORMS:
-            raise ExportError(f"unknown platform {item!r}; expected some of {', '.join(PLATFORMS)}")
-        if name not in names:
-            names.append(name)
-    if not names:
-        raise ExportError("platforms is empty; expected some of " + ", ".join(PLATFORMS))
-    return tuple(names)
-
-
-def require(module: str, what: str):
-    """Imports ``module`` or raises ImportError naming the ``export`` extra."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as e:
-        raise ImportError(f"{what} needs the '{module.split('.')[0]}' package, which is not installed "
-                          f"({e}); install the export extra: {EXTRA_HINT}") from e
+from ssd_jax.export._common import (
+    DEFAULT_BATCH,
+    FORMATS,
+    PLATFORMS,
+    ExportError,
+    metadata_path,
+    parse_batch,
+    parse_platforms,
+)
 
 
 def export_detector(workdir: str, out: str, format: str = "stablehlo", checkpoint="best", batch=None,
@@ -223,12 +174,6 @@ def load(path: str) -> ExportedDetector:
         raise ExportError(f"{path} is not a serialized jax.export artifact (written with --format stablehlo): "
                           f"{type(e).__name__}: {str(e)[:200]}") from e
     return ExportedDetector(exported, read_metadata(path))
-
-
-def main(argv=None) -> int:
-    from ssd_jax.export.__main__ import main as cli_main
-
-    return cli_main(argv)
 
 
 __all__ = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ssd_jax import cli
-from ssd_jax.export import FORMATS, PLATFORMS
+from ssd_jax.export._common import FORMATS, PLATFORMS
 
 
 def main(argv=None) -> int:

@@ -6,7 +6,7 @@ import contextlib
 import os
 import shutil
 
-from ssd_jax.export import require
+from ssd_jax.export._common import require
 
 DEPENDENCIES = {
     "stablehlo": (),
@@ -108,7 +108,7 @@ def write_saved_model(graph, out, batch, platforms):
     module.serve = tf_function(graph, batch, platforms)
     if os.path.isdir(out) and os.listdir(out):
         if not os.path.exists(os.path.join(out, "saved_model.pb")):
-            from ssd_jax.export import ExportError
+            from ssd_jax.export._common import ExportError
 
             raise ExportError(f"{out} exists and is not a SavedModel; choose a new --out folder")
         shutil.rmtree(out)  # an earlier export: replaced
