@@ -230,3 +230,12 @@ def test_smoke_sweep_trains_and_reruns_skip(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer, "train_and_evaluate", must_not_train)
     assert ablate.main(argv) == 0
     assert [os.stat(p).st_mtime_ns for p in result_files] == mtimes
+
+
+def test_coverage_by_row_elongation_hand_worked():
+    from experiments.ablations.coverage_by_row import elongation
+
+    boxes = np.array([[0.0, 0.0, 0.5, 0.25], [0.1, 0.1, 0.3, 0.5]])
+    image_hw = np.array([[100, 200], [100, 100]])  # (height, width)
+    # box 0: 100 px wide, 25 px high -> 4; box 1: 20 px wide, 40 px high -> 2
+    np.testing.assert_allclose(elongation(boxes, image_hw), [4.0, 2.0])
