@@ -100,8 +100,10 @@ def build_task(config, num_classes: int):
                 normalization=models.input_normalization(config.model), trainable=trainable)
 
 
-def ssd_jax_train(config, num_classes: int, per_device_batch: int, steps: int):
-    """``(call, info)``: ``call()`` runs ``steps`` training steps and blocks until they are done."""
+def ssd_jax_train(config, num_classes: int, targets, steps: int):
+    """``(call, info, finish)``: ``call()`` runs ``steps`` training steps and blocks until they are done;
+    ``finish()`` reads the last loss and the peak device memory. ``targets``: ``random_targets`` of the
+    global batch (``per-device batch x devices`` images)."""
     import jax
     import numpy as np
     from bench_models import _flops
@@ -114,9 +116,8 @@ def ssd_jax_train(config, num_classes: int, per_device_batch: int, steps: int):
     task = build_task(config, num_classes)
     mesh = make_mesh()
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    batch = per_device_batch * jax.device_count()
-    h, w = task.spec.image_size
-    boxes, labels, mask = random_targets(batch, config.data.max_boxes or 8, num_classes)
+    boxes, labels, mask = targets
+    batch, h, w = len(boxes), *task.spec.image_size
     images = np.random.default_rng(1).standard_normal((batch, h, w, 3), np.float32)
     arrays = jax.device_put(dict(image=images, boxes=boxes, labels=labels, mask=mask), sharded)
     state = jax.jit(lambda: init_state(task, config.seed), out_shardings=replicated)()
@@ -138,7 +139,7 @@ def ssd_jax_train(config, num_classes: int, per_device_batch: int, steps: int):
         return dict(final_loss=loss, loss_finite=bool(np.isfinite(loss)),
                     peak_bytes_device0=memory.get("peak_bytes_in_use"))
 
-    return call, info, finish, (boxes, labels, mask)
+    return call, info, finish
 
 
 def torch_status(device: str):
@@ -212,11 +213,12 @@ def run_train(args, report: Report, on_gpu: bool):
         steps_per_call=args.steps, rounds=args.rounds, jax_default_matmul_precision=str(
             jax.config.jax_default_matmul_precision), ssd_jax={}, torchvision={})
     calls, finishers = {}, {}
-    targets = None
+    max_boxes = configs.load(args.config).data.max_boxes or 8
+    targets = random_targets(args.batch * jax.device_count(), max_boxes, args.num_classes)
     for dtype in args.dtypes:
         config = configs.load(args.config)
         config.model, config.dtype = args.model, dtype
-        call, info, finish, targets = ssd_jax_train(config, args.num_classes, args.batch, args.steps)
+        call, info, finish = ssd_jax_train(config, args.num_classes, targets, args.steps)
         section["ssd_jax"][dtype] = info
         report.save()
         calls[("ssd_jax", dtype)], finishers[("ssd_jax", dtype)] = call, finish
@@ -299,7 +301,8 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=32, help="images per device")
     p.add_argument("--steps", type=int, default=10, help="training steps per timed call")
     p.add_argument("--rounds", type=int, default=5, help="timed calls of each variant (medians reported)")
-    p.add_argument("--dtypes", nargs="+", choices=("float32", "bfloat16"), default=["float32", "bfloat16"])
+    p.add_argument("--dtypes", nargs="*", choices=("float32", "bfloat16"), default=["float32", "bfloat16"],
+                   help="compute dtypes of our step (none: torchvision alone)")
     p.add_argument("--torch-amp", choices=("bfloat16", "float16"), default="bfloat16")
     p.add_argument("--no-torch", action="store_true", help="skip the torchvision comparison")
     p.add_argument("--pause", type=float, help="seconds between timed calls (default 0.3 on CPU, 0 on GPU)")
