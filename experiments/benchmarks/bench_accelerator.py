@@ -212,6 +212,7 @@ def run_train(args, report: Report, on_gpu: bool):
         model=args.model, config=args.config, num_classes=args.num_classes, per_device_batch=args.batch,
         steps_per_call=args.steps, rounds=args.rounds, jax_default_matmul_precision=str(
             jax.config.jax_default_matmul_precision), ssd_jax={}, torchvision={})
+    report.save()
     calls, finishers = {}, {}
     max_boxes = configs.load(args.config).data.max_boxes or 8
     targets = random_targets(args.batch * jax.device_count(), max_boxes, args.num_classes)
@@ -274,6 +275,7 @@ def run_detector(args, report: Report):
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (375, 500, 3), dtype=np.uint8) for _ in range(8)]
     section = report.doc["detector"] = dict(model=args.model, image_hw=[375, 500], rounds=args.rounds, batches={})
+    report.save()
     calls, pre = ssd_jax_calls(args.model, images)
     for (_, b), call in calls.items():
         t0 = time.perf_counter()
