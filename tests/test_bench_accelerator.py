@@ -27,8 +27,10 @@ bench = _load("bench_accelerator")
 report = _load("accelerator_report")
 
 
-def test_random_targets_look_like_the_input_pipeline():
-    boxes, labels, mask = bench.random_targets(64, 50, 21, seed=3)
+def test_random_batch_looks_like_the_input_pipeline():
+    data = bench.random_batch(64, (30, 20), 50, 21, seed=3)
+    pixels, boxes, labels, mask = data["pixels"], data["boxes"], data["labels"], data["mask"]
+    assert pixels.shape == (64, 30, 20, 3) and pixels.dtype == np.uint8 and pixels.min() < 10 and pixels.max() > 245
     assert boxes.shape == (64, 50, 4) and boxes.dtype == np.float32
     assert labels.shape == mask.shape == (64, 50) and labels.dtype == np.int32 and mask.dtype == bool
     counts = mask.sum(1)

@@ -16,7 +16,7 @@ transform, matcher and loss; SGD momentum 0.9, weight decay 5e-4, the same layer
 float32 and under ``torch.autocast`` (bfloat16 by default), both with ``channels_last`` weights
 and ``cudnn.benchmark``. Each timed call runs ``--steps`` steps and then waits for the device
 (``block_until_ready`` / ``torch.cuda.synchronize``); the medians of ``--rounds`` calls are
-reported per step. Random images, 1-8 random boxes per image, random-init weights.
+reported per step. The same random pixels and 1-8 random boxes per image for both, random-init weights.
 
 ``detector``: :class:`ssd_jax.Detector` end to end (host resize of 500x375 uint8 photos, jitted
 normalise + network + post-processing, results back on the host) at batch 1 and 8, with the
@@ -60,9 +60,10 @@ class Report:
             os.replace(tmp, self.path)
 
 
-def random_targets(batch: int, max_boxes: int, num_classes: int, seed: int = 0):
-    """Ground truth as the input pipeline makes it: boxes float32 ``[B, M, 4]`` normalised corners,
-    labels int32 ``[B, M]`` (1..C-1, 0 in padding), mask bool ``[B, M]``; 1..min(8, M) boxes per image."""
+def random_batch(batch: int, image_size, max_boxes: int, num_classes: int, seed: int = 0) -> dict:
+    """A batch as the input pipeline makes it, before normalisation: pixels uint8 ``[B, H, W, 3]``,
+    boxes float32 ``[B, M, 4]`` normalised corners, labels int32 ``[B, M]`` (1..C-1, 0 in padding),
+    mask bool ``[B, M]``; 1..min(8, M) boxes per image, valid ones first."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -76,7 +77,8 @@ def random_targets(batch: int, max_boxes: int, num_classes: int, seed: int = 0):
         boxes[i, :n] = np.clip(np.concatenate([centre - size / 2, centre + size / 2], 1), 0, 1)
         labels[i, :n] = rng.integers(1, num_classes, n)
         mask[i, :n] = True
-    return boxes, labels, mask
+    pixels = rng.integers(0, 256, (batch, *image_size, 3), dtype=np.uint8)
+    return dict(pixels=pixels, boxes=boxes, labels=labels, mask=mask)
 
 
 def build_task(config, num_classes: int):
@@ -100,10 +102,10 @@ def build_task(config, num_classes: int):
                 normalization=models.input_normalization(config.model), trainable=trainable)
 
 
-def ssd_jax_train(config, num_classes: int, targets, steps: int):
+def ssd_jax_train(config, num_classes: int, data: dict, steps: int):
     """``(call, info, finish)``: ``call()`` runs ``steps`` training steps and blocks until they are done;
-    ``finish()`` reads the last loss and the peak device memory. ``targets``: ``random_targets`` of the
-    global batch (``per-device batch x devices`` images)."""
+    ``finish()`` reads the last loss and the peak device memory. ``data``: ``random_batch`` of the
+    global batch (``per-device batch x devices`` images) at the model's input size."""
     import jax
     import numpy as np
     from bench_models import _flops
@@ -111,15 +113,16 @@ def ssd_jax_train(config, num_classes: int, targets, steps: int):
     from jax.sharding import PartitionSpec as P
 
     from ssd_jax import xla_options
+    from ssd_jax.data import normalize
     from ssd_jax.train_utils import init_state, make_mesh, make_train_step
 
     task = build_task(config, num_classes)
     mesh = make_mesh()
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    boxes, labels, mask = targets
-    batch, h, w = len(boxes), *task.spec.image_size
-    images = np.random.default_rng(1).standard_normal((batch, h, w, 3), np.float32)
-    arrays = jax.device_put(dict(image=images, boxes=boxes, labels=labels, mask=mask), sharded)
+    batch, h, w = len(data["pixels"]), *task.spec.image_size
+    images = normalize(data["pixels"], task.normalization)
+    arrays = jax.device_put(dict(image=images, boxes=data["boxes"], labels=data["labels"], mask=data["mask"]),
+                            sharded)
     state = jax.jit(lambda: init_state(task, config.seed), out_shardings=replicated)()
     t0 = time.perf_counter()
     step = jax.jit(make_train_step(task, config), donate_argnums=(0,), out_shardings=(replicated, replicated),
@@ -156,11 +159,11 @@ def torch_status(device: str):
     return torch, torchvision, "cuda"
 
 
-def torchvision_train(torch, torchvision, device: str, batch: int, steps: int, targets, num_classes: int,
-                      amp_dtype=None):
+def torchvision_train(torch, torchvision, device: str, steps: int, data: dict, num_classes: int, amp_dtype=None):
     """``(call, finish)`` for torchvision's ssd300_vgg16 training step on ``device``.
 
-    ``targets``: ``random_targets`` output for the first ``batch`` images (normalised boxes).
+    ``data``: ``random_batch`` of its images (300x300): pixels become [0, 1] floats (torchvision's
+    transform normalises them as ours does, Caffe means), boxes pixel corners.
     ``amp_dtype``: None (float32) or a torch dtype for ``torch.autocast`` (float16 adds a GradScaler).
     """
     torch.manual_seed(0)
@@ -172,12 +175,12 @@ def torchvision_train(torch, torchvision, device: str, batch: int, steps: int, t
     opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=1e-3, momentum=0.9,
                           weight_decay=5e-4)
     scaler = torch.amp.GradScaler(device, enabled=amp_dtype == torch.float16)
-    gen = torch.Generator().manual_seed(1)
-    images = [torch.randn(3, 300, 300, generator=gen).to(device) for _ in range(batch)]
-    boxes, labels, mask = targets
-    scale = torch.tensor([300.0, 300.0, 300.0, 300.0])
+    images = [(torch.from_numpy(p).permute(2, 0, 1).float() / 255).to(device) for p in data["pixels"]]
+    h, w = data["pixels"].shape[1:3]
+    scale = torch.tensor([w, h, w, h], dtype=torch.float32)
+    boxes, labels, mask = data["boxes"], data["labels"], data["mask"]
     gt = [dict(boxes=(torch.from_numpy(boxes[i][mask[i]]) * scale).to(device),
-               labels=torch.from_numpy(labels[i][mask[i]]).long().to(device)) for i in range(batch)]
+               labels=torch.from_numpy(labels[i][mask[i]]).long().to(device)) for i in range(len(images))]
     last = {}
 
     def call():
@@ -190,7 +193,7 @@ def torchvision_train(torch, torchvision, device: str, batch: int, steps: int, t
             scaler.update()
         if device == "cuda":
             torch.cuda.synchronize()
-        last["loss"] = loss
+        last["loss"] = loss.detach()
 
     def finish():
         loss = float(last["loss"])
@@ -206,7 +209,7 @@ def run_train(args, report: Report, on_gpu: bool):
     import jax
     from timing import interleaved_medians
 
-    from ssd_jax import configs
+    from ssd_jax import configs, models
 
     section = report.doc["train"] = dict(
         model=args.model, config=args.config, num_classes=args.num_classes, per_device_batch=args.batch,
@@ -214,12 +217,13 @@ def run_train(args, report: Report, on_gpu: bool):
             jax.config.jax_default_matmul_precision), ssd_jax={}, torchvision={})
     report.save()
     calls, finishers = {}, {}
-    max_boxes = configs.load(args.config).data.max_boxes or 8
-    targets = random_targets(args.batch * jax.device_count(), max_boxes, args.num_classes)
+    config = configs.load(args.config)
+    size = models.create(args.model, args.num_classes, image_size=config.image_size)[1].image_size
+    data = random_batch(args.batch * jax.device_count(), size, config.data.max_boxes or 8, args.num_classes)
     for dtype in args.dtypes:
         config = configs.load(args.config)
         config.model, config.dtype = args.model, dtype
-        call, info, finish = ssd_jax_train(config, args.num_classes, targets, args.steps)
+        call, info, finish = ssd_jax_train(config, args.num_classes, data, args.steps)
         section["ssd_jax"][dtype] = info
         report.save()
         calls[("ssd_jax", dtype)], finishers[("ssd_jax", dtype)] = call, finish
@@ -233,7 +237,7 @@ def run_train(args, report: Report, on_gpu: bool):
         section["torchvision"] = {"skipped": f"torchvision has no {args.model}; the comparison is for ssd300_vgg16"}
     else:
         amp = {"bfloat16": torch.bfloat16, "float16": torch.float16}[args.torch_amp]
-        tv_targets = tuple(a[:args.batch] for a in targets)
+        tv_data = {k: v[:args.batch] for k, v in data.items()}  # one device's share
         section["torchvision"] = dict(
             torch=torch.__version__, torchvision=torchvision.__version__, cuda=torch.version.cuda,
             cudnn=torch.backends.cudnn.version() if where == "cuda" else None, device=where,
@@ -241,8 +245,8 @@ def run_train(args, report: Report, on_gpu: bool):
             cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
             matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32, threads=torch.get_num_threads(), variants={})
         for name, dtype in (("float32", None), (f"amp_{args.torch_amp}", amp)):
-            call, finish = torchvision_train(torch, torchvision, where, args.batch, args.steps, tv_targets,
-                                             args.num_classes, amp_dtype=dtype)
+            call, finish = torchvision_train(torch, torchvision, where, args.steps, tv_data, args.num_classes,
+                                             amp_dtype=dtype)
             t0 = time.perf_counter()
             call()
             section["torchvision"]["variants"][name] = dict(first_call_s=round(time.perf_counter() - t0, 3))
