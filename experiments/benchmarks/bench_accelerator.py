@@ -10,13 +10,15 @@
 hard negative mining, backward, the config's optimiser; ``ssd300_voc0712``'s SGD with
 conv1_1 .. conv2_2 frozen for ``ssd300_vgg16``) jit-compiled as ``ssd_jax.train`` does, over a
 ``data`` mesh of every device with ``--batch`` images per device, in float32 and bfloat16
-(``config.dtype``). In the same process, call for call interleaved (``timing.interleaved_medians``),
-torchvision's ``ssd300_vgg16`` training step on one device (``model(images, targets)`` with its
-transform, matcher and loss; SGD momentum 0.9, weight decay 5e-4, the same layers frozen) in
-float32 and under ``torch.autocast`` (bfloat16 by default), both with ``channels_last`` weights
-and ``cudnn.benchmark``. Each timed call runs ``--steps`` steps and then waits for the device
+(``config.dtype``), at learning rate ``--lr`` (default 0, see its help). In the same process,
+call for call interleaved (``timing.interleaved_medians``), torchvision's ``ssd300_vgg16``
+training step on one device (``model(images, targets)`` with its transform, matcher and loss;
+SGD momentum 0.9, weight decay 5e-4, ``--lr``, the same layers frozen) in float32 and under
+``torch.autocast`` (bfloat16 by default), both with ``channels_last`` weights and
+``cudnn.benchmark``. Each timed call runs ``--steps`` steps and then waits for the device
 (``block_until_ready`` / ``torch.cuda.synchronize``); the medians of ``--rounds`` calls are
-reported per step. The same random pixels and 1-8 random boxes per image for both, random-init weights.
+reported per step. The same random pixels and 1-8 random boxes per image for both, random-init
+weights.
 
 ``detector``: :class:`ssd_jax.Detector` end to end (host resize of 500x375 uint8 photos, jitted
 normalise + network + post-processing, results back on the host) at batch 1 and 8, with the
@@ -159,7 +161,8 @@ def torch_status(device: str):
     return torch, torchvision, "cuda"
 
 
-def torchvision_train(torch, torchvision, device: str, steps: int, data: dict, num_classes: int, amp_dtype=None):
+def torchvision_train(torch, torchvision, device: str, steps: int, data: dict, num_classes: int, lr: float,
+                      amp_dtype=None):
     """``(call, finish)`` for torchvision's ssd300_vgg16 training step on ``device``.
 
     ``data``: ``random_batch`` of its images (300x300): pixels become [0, 1] floats (torchvision's
@@ -172,7 +175,7 @@ def torchvision_train(torch, torchvision, device: str, steps: int, data: dict, n
     net = net.to(device).to(memory_format=torch.channels_last).train()
     for module in list(net.backbone.features)[:TORCH_FROZEN_FEATURES]:
         module.requires_grad_(False)
-    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=1e-3, momentum=0.9,
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=lr, momentum=0.9,
                           weight_decay=5e-4)
     scaler = torch.amp.GradScaler(device, enabled=amp_dtype == torch.float16)
     images = [(torch.from_numpy(p).permute(2, 0, 1).float() / 255).to(device) for p in data["pixels"]]
@@ -212,7 +215,7 @@ def run_train(args, report: Report, on_gpu: bool):
     from ssd_jax import configs, models
 
     section = report.doc["train"] = dict(
-        model=args.model, config=args.config, num_classes=args.num_classes, per_device_batch=args.batch,
+        model=args.model, config=args.config, num_classes=args.num_classes, per_device_batch=args.batch, lr=args.lr,
         steps_per_call=args.steps, rounds=args.rounds, jax_default_matmul_precision=str(
             jax.config.jax_default_matmul_precision), ssd_jax={}, torchvision={})
     report.save()
@@ -222,7 +225,7 @@ def run_train(args, report: Report, on_gpu: bool):
     data = random_batch(args.batch * jax.device_count(), size, config.data.max_boxes or 8, args.num_classes)
     for dtype in args.dtypes:
         config = configs.load(args.config)
-        config.model, config.dtype = args.model, dtype
+        config.model, config.dtype, config.optimizer.lr = args.model, dtype, args.lr
         call, info, finish = ssd_jax_train(config, args.num_classes, data, args.steps)
         section["ssd_jax"][dtype] = info
         report.save()
@@ -246,7 +249,7 @@ def run_train(args, report: Report, on_gpu: bool):
             matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32, threads=torch.get_num_threads(), variants={})
         for name, dtype in (("float32", None), (f"amp_{args.torch_amp}", amp)):
             call, finish = torchvision_train(torch, torchvision, where, args.steps, tv_data, args.num_classes,
-                                             amp_dtype=dtype)
+                                             args.lr, amp_dtype=dtype)
             t0 = time.perf_counter()
             call()
             section["torchvision"]["variants"][name] = dict(first_call_s=round(time.perf_counter() - t0, 3))
@@ -309,6 +312,9 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=5, help="timed calls of each variant (medians reported)")
     p.add_argument("--dtypes", nargs="*", choices=("float32", "bfloat16"), default=["float32", "bfloat16"],
                    help="compute dtypes of our step (none: torchvision alone)")
+    p.add_argument("--lr", type=float, default=0.0,
+                   help="learning rate of both steps (default 0: random-init SSD300 diverges from scratch at the "
+                        "recipe's 1e-3, and with 0 every timed step does the same work on finite numbers)")
     p.add_argument("--torch-amp", choices=("bfloat16", "float16"), default="bfloat16")
     p.add_argument("--no-torch", action="store_true", help="skip the torchvision comparison")
     p.add_argument("--pause", type=float, help="seconds between timed calls (default 0.3 on CPU, 0 on GPU)")
