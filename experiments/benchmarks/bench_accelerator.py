@@ -264,7 +264,7 @@ def run_train(args, report: Report, on_gpu: bool):
         entry.update(ms_per_step=round(per_step * 1e3, 3), images_per_s=round(images / per_step, 2),
                      images_per_s_per_device=round(args.batch / per_step, 2), **finishers[key]())
         if "gflop_per_step" in entry:
-            entry["achieved_tflop_per_s"] = round(entry["gflop_per_step"] / per_step / 1e3, 2)
+            entry["achieved_tflop_per_s"] = round(entry["gflop_per_step"] / per_step / 1e3, 4)
     if section["torchvision"].get("variants"):
         tv = section["torchvision"]["variants"]
         section["speedup_vs_torchvision"] = {
