@@ -70,8 +70,12 @@ def test_merge_reports_missing_and_failed_phases(tmp_path):
     (tmp_path / "train.json").write_text(json.dumps({"argv": ["--parts", "train"], "jax": "0.10.2",
                                                      "train": {"error": "RuntimeError: boom", "wall_s": 3.0}}))
     (tmp_path / "quickstart.log").write_text("step 50/600 | loss 9.1 (loc 2 conf 7.1) | lr 1e-3 | 40.0 img/s | ETA 1m")
+    (tmp_path / "train.log").write_text("".join(f"line {i}\n\n" for i in range(10)) + "RuntimeError: boom\n")
+    (tmp_path / "install.log").write_text("fine\n")
     doc = report.merge(str(tmp_path), "/tmp/w")
-    assert doc["phases"]["quickstart"] == dict(rc=124, wall_s=90.0, note="stopped by its 90s timeout")
+    assert doc["phases"]["quickstart"]["note"] == "stopped by its 90s timeout"
+    assert doc["phases"]["train"]["log_tail"] == [*(f"line {i}" for i in range(5, 10)), "RuntimeError: boom"]
+    assert "log_tail" not in doc["phases"]["install"]  # exit 0
     assert doc["phases"]["detector"]["rc"] == "skipped" and doc["total_wall_s"] == 132.0
     assert doc["quickstart"]["completed"] is False and doc["quickstart"]["rc"] == 124
     assert doc["train"] == {"error": "RuntimeError: boom", "wall_s": 3.0}

@@ -5,7 +5,8 @@
 
 ``merge`` reads what the script left in ``OUT``: ``phases.tsv`` (phase, exit code, seconds, note),
 ``nvidia_smi.txt``, ``probe.json``, ``quickstart.log``, ``train.json`` and ``detector.json``; any of
-them may be missing (a phase skipped, stopped by its timeout, or failed), which the JSON then says.
+them may be missing (a phase skipped, stopped by its timeout, or failed), which the JSON then says,
+with the last lines of a failed phase's log.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def probe() -> dict:
         out["torch_error"] = f"{type(e).__name__}: {e}"
     return out
 
+
+LOG_TAIL_LINES = 6  # of a failed phase's log, into the JSON
 
 _PROGRESS = re.compile(r"^step (\d+)/(\d+) \| loss ([\d.]+).*\| ([\d.]+) img/s")
 _EVAL = re.compile(r"^\[eval\] step (\d+): VOC mAP@0.5 ([\d.]+)(?:, COCO AP ([\d.]+))?")
@@ -102,6 +105,10 @@ def merge(out_dir: str, quickstart_workdir: str | None = None) -> dict:
         name, rc, wall, *note = line.split("\t")
         phases[name] = dict(rc=int(rc) if rc.lstrip("-").isdigit() else rc, wall_s=float(wall),
                             note=note[0] if note else "")
+    for name, phase in phases.items():  # why a phase failed, without opening its log
+        log_text = _read(os.path.join(out_dir, f"{name}.log"))
+        if phase["rc"] not in (0, "skipped") and log_text:
+            phase["log_tail"] = [line for line in log_text.splitlines() if line.strip()][-LOG_TAIL_LINES:]
     doc = dict(phases=phases, total_wall_s=round(sum(p["wall_s"] for p in phases.values()), 1),
                nvidia_smi=_read(os.path.join(out_dir, "nvidia_smi.txt")),
                environment=_read(os.path.join(out_dir, "probe.json")))
