@@ -18,6 +18,8 @@
 #   ACCEL_INSTALL=0       no pip at all (the environment already has everything)
 #   ACCEL_JAX_EXTRA=X     jax's pip extra (default cuda13 when nvidia-smi reports CUDA >= 13, else cuda12)
 #   ACCEL_WHEELS=DIR      wheels to install first with --no-index --no-deps (offline machines)
+#   ACCEL_OFFLINE=1       do not try the package index (what a failed probe download of ml-collections
+#                         also concludes): no venv, ACCEL_WHEELS and the checkout with --no-deps only
 #   ACCEL_QS_STEPS=N      quick-start training steps (default 600, half the shapes schedule; 0 = all 1200)
 #   ACCEL_SMOKE=1         CPU plumbing check: ssd_tiny, batch 2, 2 steps, no GPU packages, a 20-step
 #                         quick start on 50 eval images (numbers mean nothing)
@@ -90,7 +92,9 @@ install() {
     echo "ACCEL_INSTALL=0: no pip"; return 0
   fi
   probe_dir="$(mktemp -d)"
-  if ! timeout 40 "$PY" -m pip download "${PIP_NET[@]}" --no-deps --no-cache-dir -d "$probe_dir" ml-collections \
+  if [[ "${ACCEL_OFFLINE:-0}" == 1 ]]; then
+    online=0; echo "ACCEL_OFFLINE=1: no virtual environment, no downloads"
+  elif ! timeout 40 "$PY" -m pip download "${PIP_NET[@]}" --no-deps --no-cache-dir -d "$probe_dir" ml-collections \
       > /dev/null 2>&1; then
     online=0; echo "WARNING: package index not reachable: no virtual environment, no downloads"
   fi
