@@ -90,23 +90,26 @@ def _positive(x):
 @pytest.mark.slow
 def test_smoke_run_on_cpu_writes_consistent_numbers(tmp_path):
     out = tmp_path / "bench.json"
+    # one CPU device, not conftest's 8: the mesh code is the trainer's (tested there), and 8-way
+    # sharded compiles of four programs would double the test's time
+    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f)
     proc = subprocess.run(
-        [sys.executable, SCRIPT, "--device", "cpu", "--model", "ssd_tiny", "--batch", "1", "--steps", "1",
+        [sys.executable, SCRIPT, "--device", "cpu", "--model", "ssd_tiny", "--batch", "2", "--steps", "1",
          "--rounds", "1", "--pause", "0", "--out", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT)
+        capture_output=True, text=True, timeout=900, cwd=ROOT, env={**os.environ, "XLA_FLAGS": flags})
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads(out.read_text())
     n = doc["device_count"]
-    assert doc["backend"] == "cpu" and n == 8 == len(doc["devices"])  # conftest's 8 CPU devices
+    assert doc["backend"] == "cpu" and n == 1 == len(doc["devices"])
 
     train = doc["train"]
     assert train["config"] == "shapes" and "error" not in train
     assert set(train["ssd_jax"]) == {"float32", "bfloat16"}
     for r in train["ssd_jax"].values():
-        assert r["global_batch"] == n and r["image_size"] == [128, 128]
+        assert r["global_batch"] == 2 * n and r["image_size"] == [128, 128]
         assert all(_positive(r[k]) for k in ("ms_per_step", "images_per_s", "compile_s", "gflop_per_step"))
-        assert r["images_per_s"] == pytest.approx(n / (r["ms_per_step"] / 1e3), rel=1e-3)
-        assert r["images_per_s_per_device"] == pytest.approx(r["images_per_s"] / n, rel=1e-3)
+        assert r["images_per_s"] == pytest.approx(2 * n / (r["ms_per_step"] / 1e3), rel=1e-3, abs=0.006)
+        assert r["images_per_s_per_device"] == pytest.approx(r["images_per_s"] / n, rel=1e-3, abs=0.006)
         assert r["loss_finite"] and r["final_loss"] > 0
     if importlib.util.find_spec("torch") is None:  # the test extra has no torch: said, not hidden
         assert train["torchvision"]["skipped"].startswith("torch/torchvision not importable")
@@ -117,7 +120,7 @@ def test_smoke_run_on_cpu_writes_consistent_numbers(tmp_path):
     assert set(det["batches"]) == {"1", "8"} and "error" not in det
     for b, r in det["batches"].items():
         assert all(_positive(r[k]) for k in ("ms_per_call", "images_per_s", "first_call_s", "host_preprocess_ms"))
-        assert r["images_per_s"] == pytest.approx(int(b) / (r["ms_per_call"] / 1e3), rel=1e-3)
+        assert r["images_per_s"] == pytest.approx(int(b) / (r["ms_per_call"] / 1e3), rel=1e-3, abs=0.006)
         assert 0 < r["host_preprocess_share"] < 1
 
 
