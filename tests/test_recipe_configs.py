@@ -1,0 +1,46 @@
+"""The small-dataset recipe: ``shapes_pretrain`` initialises ``raccoon`` (config.init_from)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ssd_jax import anchors, checkpoints, configs, models, param_trees, train_utils
+
+
+def _variables(config, num_classes):
+    module, spec = models.create(config.model, num_classes, image_size=config.image_size,
+                                 anchors=config.get("anchors"), options=config.get("model_options"))
+    return spec, jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, *spec.image_size, 3))))
+
+
+def test_pretraining_has_the_fine_tuning_default_boxes_and_every_array_but_the_class_heads():
+    pre, fine = configs.load("shapes_pretrain"), configs.load("raccoon")
+    pre_spec, pre_vars = _variables(pre, 5)     # background + 4 shapes
+    fine_spec, fine_vars = _variables(fine, 2)  # background + raccoon
+    np.testing.assert_array_equal(anchors.default_boxes(pre_spec), anchors.default_boxes(fine_spec))
+    diff = param_trees.compare_trees(fine_vars, pre_vars)
+    assert not diff.missing and not diff.unexpected
+    maps = len(fine_spec.feature_map_sizes)
+    assert sorted(m.path for m in diff.wrong_shape) == sorted(
+        [f"params/heads/conf_{i}/{leaf}" for i in range(maps) for leaf in ("kernel", "bias")])
+
+
+def test_init_from_a_pretraining_checkpoint_copies_all_but_the_class_heads(tmp_path):
+    pre, fine = configs.load("shapes_pretrain"), configs.load("raccoon")
+    _, pre_vars = _variables(pre, 5)
+    _, fine_vars = _variables(fine, 2)
+    ones = jax.tree_util.tree_map(lambda s: np.ones(s.shape, np.float32), pre_vars)
+    ckpt = checkpoints.Checkpointer(str(tmp_path), keep=1)
+    ckpt.save(7, {"params": ones["params"], "batch_stats": ones["batch_stats"]}, {"step": np.int32(7)})
+    ckpt.close()
+    zeros = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, np.float32), fine_vars)
+    state = train_utils.TrainState(step=np.int32(0), params=zeros["params"], batch_stats=zeros["batch_stats"],
+                                   opt_state=None)
+    loaded = train_utils.load_pretrained(state, str(tmp_path))
+    flat = param_trees.flatten({"params": loaded.params, "batch_stats": loaded.batch_stats})
+    copied = {p for p, v in flat.items() if np.all(np.asarray(v) == 1.0)}
+    fresh = {p for p, v in flat.items() if np.all(np.asarray(v) == 0.0)}
+    assert copied | fresh == set(flat) and fresh and copied
+    assert all(p.startswith("params/heads/conf_") for p in fresh)
+    assert any(p.startswith("params/heads/loc_") for p in copied)
+    assert any(p.startswith("batch_stats/") for p in copied)
