@@ -1,4 +1,5 @@
-"""The small-dataset recipe: ``shapes_pretrain`` initialises ``raccoon`` (config.init_from)."""
+"""The small-dataset recipe: ``shapes_pretrain`` initialises ``raccoon_finetune`` (config.init_from),
+which is ``raccoon`` with the fine-tuning schedule."""
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +15,7 @@ def _variables(config, num_classes):
 
 
 def test_pretraining_has_the_fine_tuning_default_boxes_and_every_array_but_the_class_heads():
-    pre, fine = configs.load("shapes_pretrain"), configs.load("raccoon")
+    pre, fine = configs.load("shapes_pretrain"), configs.load("raccoon_finetune")
     pre_spec, pre_vars = _variables(pre, 5)     # background + 4 shapes
     fine_spec, fine_vars = _variables(fine, 2)  # background + raccoon
     np.testing.assert_array_equal(anchors.default_boxes(pre_spec), anchors.default_boxes(fine_spec))
@@ -26,7 +27,7 @@ def test_pretraining_has_the_fine_tuning_default_boxes_and_every_array_but_the_c
 
 
 def test_init_from_a_pretraining_checkpoint_copies_all_but_the_class_heads(tmp_path):
-    pre, fine = configs.load("shapes_pretrain"), configs.load("raccoon")
+    pre, fine = configs.load("shapes_pretrain"), configs.load("raccoon_finetune")
     _, pre_vars = _variables(pre, 5)
     _, fine_vars = _variables(fine, 2)
     ones = jax.tree_util.tree_map(lambda s: np.ones(s.shape, np.float32), pre_vars)
@@ -44,3 +45,12 @@ def test_init_from_a_pretraining_checkpoint_copies_all_but_the_class_heads(tmp_p
     assert all(p.startswith("params/heads/conf_") for p in fresh)
     assert any(p.startswith("params/heads/loc_") for p in copied)
     assert any(p.startswith("batch_stats/") for p in copied)
+
+
+def test_finetune_is_raccoon_with_the_fine_tuning_schedule():
+    base, fine = configs.load("raccoon"), configs.load("raccoon_finetune")
+    np.testing.assert_array_equal(anchors.default_boxes(models.config_spec(base)),
+                                  anchors.default_boxes(models.config_spec(fine)))
+    assert (base.init_from, base.num_steps) == ("", 3000)
+    assert (fine.init_from, fine.num_steps) == ("runs/shapes_pretrain", 800)
+    assert fine.data.to_dict() == base.data.to_dict() and fine.model == base.model

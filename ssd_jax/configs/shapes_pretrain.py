@@ -2,7 +2,7 @@
 starting point of a small from-scratch dataset (``raccoon``; no downloaded weights).
 
     python -m ssd_jax.train --config shapes_pretrain --workdir runs/shapes_pretrain
-    python -m ssd_jax.train --config raccoon --workdir runs/raccoon \
+    python -m ssd_jax.train --config raccoon_finetune --workdir runs/raccoon_finetune \
         --config.init_from=runs/shapes_pretrain
 
 The task (``data.shapes.*``, see ``ssd_jax.data.shapes``): 1-3 objects per image, sides
@@ -14,7 +14,7 @@ heads included) except the class heads, whose class count differs (``config.init
 Measured (2-core AMD EPYC shared with other jobs): 408 CPU s, so about 3.4 min on an idle
 2-core CPU, start-up and evaluation included; VOC07 mAP@0.5 0.814 on its 100 generated val
 images (the run was resumed once, at step 191, from a 1200-step schedule). What it buys the
-fine-tuning: ``ssd_jax/configs/raccoon.py`` and ``experiments/raccoon_recipe.md``.
+fine-tuning: ``ssd_jax/configs/raccoon_finetune.py`` and ``experiments/raccoon_recipe.md``.
 """
 
 from ssd_jax.configs._base import base_config
