@@ -22,6 +22,11 @@ divmod(k, shard size)``, seeded ``(seed, k * process_count + process_index)`` --
 of (cfg, seed, step, process_index, process_count), not invariant to the process count.
 Either way ``start_step`` starts the stream at that position directly (index sources skip
 indices only; TFDS skips encoded records of the current epoch without decoding them).
+
+Parallelism: each pipeline runs on a private pool of ``pipeline_threads(cfg)`` threads, by
+default one per core this process may use (``host_cores``: CPU affinity, capped by a cgroup v2
+quota), with the maps' parallelism tuned by tf.data AUTOTUNE; ``data.num_parallel_calls = N``
+fixes both at N (e.g. several training processes sharing one host).
 """
 
 from __future__ import annotations
