@@ -1,11 +1,13 @@
 """What a training process needs around the loop: the multi-process start, the metrics log, the
-SIGTERM / SIGINT stop flag, and duration formatting for progress lines.
+SIGTERM / SIGINT stop flag, the device prefetch of input batches, and duration formatting for
+progress lines.
 
 Only process 0 writes logs; :class:`StopSignal` makes every process stop after the same step.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -88,6 +90,43 @@ def _finite_number(v) -> bool:
     """True for a finite scalar (Python, NumPy or 0-d array); False for curves, strings, NaN."""
     scalar = isinstance(v, (int, float, np.number)) or (isinstance(v, (np.ndarray, jax.Array)) and v.ndim == 0)
     return scalar and bool(np.isfinite(float(v)))
+
+
+class DevicePrefetch:
+    """Iterator of device batches: the host batches of ``batches`` placed ``depth`` steps ahead.
+
+    Each host batch (a dict of NumPy arrays holding this process's rows) becomes a dict of global
+    ``jax.Array`` sharded by ``sharding`` (``jax.make_array_from_process_local_data``: each process
+    feeds only its own rows). When batch ``n`` is handed out, batches ``n + 1 .. n + depth`` have
+    already been read from ``batches`` and their host-to-device copies issued; on GPU and TPU
+    those copies are asynchronous, so they overlap the steps still running on the devices. This
+    is the jit / sharding form of ``flax.jax_utils.prefetch_to_device`` (which is for ``pmap``).
+    The order of batches is the order of ``batches``; up to ``depth`` batches more than are
+    handed out are read from it.
+    """
+
+    def __init__(self, batches, sharding: jax.sharding.Sharding, depth: int = 2):
+        if depth < 0:
+            raise ValueError(f"depth must be >= 0, got {depth}")
+        self._batches, self._sharding, self._depth = iter(batches), sharding, depth
+        self._queue: collections.deque = collections.deque()
+        self._exhausted = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        while not self._exhausted and len(self._queue) <= self._depth:
+            try:
+                batch = next(self._batches)
+            except StopIteration:
+                self._exhausted = True
+                break
+            self._queue.append({k: jax.make_array_from_process_local_data(self._sharding, v)
+                                for k, v in batch.items()})
+        if not self._queue:
+            raise StopIteration
+        return self._queue.popleft()
 
 
 def format_duration(seconds: float) -> str:

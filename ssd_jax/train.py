@@ -15,6 +15,13 @@ process feeds only its own rows), parameters are replicated, and XLA inserts the
 all-reduce. This is what ``jax.pmap`` did, in the form current JAX recommends; BatchNorm
 statistics are over the global batch with no extra code.
 
+Host overhead: the loop keeps the devices busy. Steps are dispatched asynchronously and their
+metrics stay on the devices; the loop fetches them (and checks every step's loss for NaN / inf,
+in step order) only when it logs, saves or evaluates, and otherwise waits only when it is
+``STEPS_IN_FLIGHT`` steps ahead of the devices. The next ``PREFETCH_DEPTH`` input batches are
+read and copied to the devices while the current steps run (:class:`ssd_jax.runtime.DevicePrefetch`).
+With several processes, the stop-signal poll is a collective every step (see ``StopSignal``).
+
 Multi-process (TPU pods, GPU clusters, or ``--num_processes`` on one machine): see
 :func:`ssd_jax.runtime.initialize_distributed`; only process 0 writes logs, every process takes
 part in checkpoints. SIGTERM / SIGINT finish the current step, write a checkpoint and exit.
@@ -37,7 +44,7 @@ from ssd_jax import checkpoints, cli, data, xla_options
 from ssd_jax.errors import NonFiniteLossError
 from ssd_jax.evaluation import format_table, write_report
 from ssd_jax.evaluation.split_pass import evaluate_split, save_sample_grid
-from ssd_jax.runtime import MetricsLog, StopSignal, format_duration, initialize_distributed
+from ssd_jax.runtime import DevicePrefetch, MetricsLog, StopSignal, format_duration, initialize_distributed
 from ssd_jax.train_utils import (
     TrainState,
     build_task,
@@ -51,6 +58,10 @@ from ssd_jax.train_utils import (
 )
 
 log = logging.getLogger("ssd_jax.train")
+# Input batches copied to the devices ahead of the step that uses them, and steps the loop may
+# dispatch before it waits for the oldest of them (the device always has the newest queued).
+PREFETCH_DEPTH = 2
+STEPS_IN_FLIGHT = 2
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -126,39 +137,46 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
               f"global batch {config.batch_size}, steps {start_step} -> {config.num_steps}, workdir {workdir}",
               flush=True)
 
-    losses_seen, pending, result, stopped_by, last_eval_step = [], None, None, None, None
+    losses_seen, unchecked, result, stopped_by, last_eval_step = [], [], None, None, None
     t_start, last_log = time.time(), None
 
-    def check(pending_step, pending_metrics):
-        host = jax.device_get(pending_metrics)
-        loss = float(host["loss"])
-        if not np.isfinite(loss):
-            raise NonFiniteLossError(
-                f"non-finite loss ({loss}) at step {pending_step}; the last good checkpoint is kept in "
-                f"{os.path.join(workdir, 'checkpoints')} (latest step {ckpt.latest_step()}). Lower the "
-                f"learning rate, add warm-up (config.optimizer.warmup_steps) or gradient clipping "
-                f"(config.optimizer.grad_clip_norm).")
-        losses_seen.append(loss)
-        return host
+    def check():
+        """Fetches the metrics of the steps run since the last check (one device-to-host transfer,
+        which waits for the newest of them), checks their losses in step order, and returns the
+        newest step's metrics on the host."""
+        host = jax.device_get([metrics for _, metrics in unchecked])
+        steps = [s for s, _ in unchecked]
+        unchecked.clear()
+        for checked_step, values in zip(steps, host):
+            loss = float(values["loss"])
+            if not np.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"non-finite loss ({loss}) at step {checked_step}; the last good checkpoint is kept in "
+                    f"{os.path.join(workdir, 'checkpoints')} (latest step {ckpt.latest_step()}). Lower the "
+                    f"learning rate, add warm-up (config.optimizer.warmup_steps) or gradient clipping "
+                    f"(config.optimizer.grad_clip_norm).")
+            losses_seen.append(loss)
+        return host[-1]
 
+    batches = DevicePrefetch(train_iter, batch_sharding, depth=PREFETCH_DEPTH)
     with StopSignal() as stop:
         step = start_step
         try:
             while step < config.num_steps:
-                batch = next(train_iter)
-                arrays = {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in batch.items()}
-                state, metrics = train_step(state, arrays)
-                if pending is not None:  # check the previous step while this one runs
-                    check(*pending)
-                pending = (step + 1, metrics)
+                # Dispatch is asynchronous: the loop runs ahead of the devices, reading and copying
+                # the next batches while this step runs, and waits only when it logs, saves or
+                # evaluates (check), or when it is STEPS_IN_FLIGHT steps ahead.
+                state, metrics = train_step(state, next(batches))
                 step += 1
+                unchecked.append((step, metrics))
+                if len(unchecked) > STEPS_IN_FLIGHT:  # bounds the run-ahead; the newest steps stay queued
+                    jax.block_until_ready(unchecked[-1 - STEPS_IN_FLIGHT][1]["loss"])
                 log_now = step % config.log_every == 0 or step == config.num_steps
                 stopping = stop.poll()
                 save_now = step % config.checkpoint_every == 0 or stopping
                 eval_now = config.eval.every and step % config.eval.every == 0 and step < config.num_steps
                 if log_now or save_now or eval_now:  # nothing is saved or logged before its loss is checked
-                    host = check(*pending)
-                    pending = None
+                    host = check()
                 if log_now:
                     metrics_log.write(step, "train", host)
                     if is_main:
@@ -178,8 +196,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     save(step, state)
                 if eval_now:
                     result, last_eval_step = run_eval(step, state), step
-            if pending is not None:
-                check(*pending)
+            if unchecked:
+                check()
             save(step, state)
             if stopped_by:
                 ckpt.wait()

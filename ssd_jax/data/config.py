@@ -13,7 +13,9 @@ Fields (trainer configs override them):
     always keeps every box.
   strict: False skips bad files with a warning naming them; True raises.
   shuffle_buffer: shuffle buffer for stream sources (tfds); index sources use a full permutation.
-  num_parallel_calls: parallelism of the tf.data maps (-1 = AUTOTUNE).
+  num_parallel_calls: parallelism of the tf.data maps and size of the pipeline's thread pool. -1
+    (default): follow the host, a pool of one thread per usable core (affinity set, cgroup quota)
+    with the maps' parallelism tuned by tf.data AUTOTUNE; N > 0: N threads, N parallel calls.
   augment: photometric / expand / crop / flip switches, expand_max_ratio.
   shapes: the synthetic generator (num_train, num_eval, image_size, min/max_objects, clutter, seed;
     harder-task settings min/max_side, side_distribution, min/max_aspect, max_extent, max_overlap_iou,

@@ -22,12 +22,18 @@ divmod(k, shard size)``, seeded ``(seed, k * process_count + process_index)`` --
 of (cfg, seed, step, process_index, process_count), not invariant to the process count.
 Either way ``start_step`` starts the stream at that position directly (index sources skip
 indices only; TFDS skips encoded records of the current epoch without decoding them).
+
+Parallelism: each pipeline runs on a private pool of ``pipeline_threads(cfg)`` threads, by
+default one per core this process may use (``host_cores``: CPU affinity, capped by a cgroup v2
+quota), with the maps' parallelism tuned by tf.data AUTOTUNE; ``data.num_parallel_calls = N``
+fixes both at N (e.g. several training processes sharing one host).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 
 import numpy as np
 
@@ -52,15 +58,42 @@ def dataset_info(cfg) -> records.DatasetInfo:
                                num_eval=source.num_examples(cfg.eval_split))
 
 
+def host_cores(cgroup_cpu_max: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """CPU cores this process may use (at least 1): its CPU affinity set, capped by a cgroup v2
+    CPU quota (``cgroup_cpu_max``, "quota period" in microseconds, as containers set it) rounded up."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on macOS / Windows
+        cores = os.cpu_count() or 1
+    try:
+        with open(cgroup_cpu_max) as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):  # no cgroup v2 quota readable: the affinity set is the limit
+        pass
+    return max(cores, 1)
+
+
+def pipeline_threads(cfg) -> int:
+    """Threads of the tf.data pipeline: ``data.num_parallel_calls`` when > 0, else ``host_cores()``."""
+    n = int(cfg.num_parallel_calls)
+    return n if n > 0 else host_cores()
+
+
 def _parallel_calls(cfg) -> int:
+    """The maps' ``num_parallel_calls``: the configured count, or AUTOTUNE (<= 0), which tf.data
+    tunes up to the pipeline's thread pool (``pipeline_threads``)."""
     n = int(cfg.num_parallel_calls)
     return tf.data.AUTOTUNE if n <= 0 else n
 
 
-def _options() -> tf.data.Options:
+def _options(cfg) -> tf.data.Options:
+    """Deterministic order; a private pool of ``pipeline_threads(cfg)`` threads for the whole pipeline."""
     options = tf.data.Options()
     options.deterministic = True
     options.experimental_optimization.map_parallelization = True
+    options.threading.private_threadpool_size = pipeline_threads(cfg)
     options.threading.max_intra_op_parallelism = 1  # parallelism comes from the parallel maps
     return options
 
@@ -128,7 +161,7 @@ def train_dataset(cfg, image_size, batch_size, normalization="caffe", seed=0, st
         return dict(image=image, boxes=boxes, labels=labels, mask=mask, _overflow=overflow, _bad=example["num_bad"])
 
     ds = raw.map(transform, num_parallel_calls=calls, deterministic=True)
-    return ds.batch(int(batch_size), drop_remainder=True).prefetch(tf.data.AUTOTUNE).with_options(_options())
+    return ds.batch(int(batch_size), drop_remainder=True).prefetch(tf.data.AUTOTUNE).with_options(_options(cfg))
 
 
 def train_iterator(cfg, image_size, batch_size, normalization="caffe", seed=0, start_step=0,
@@ -183,7 +216,7 @@ def eval_iterator(cfg, image_size, batch_size, normalization="caffe", process_in
     calls = _parallel_calls(cfg)
     ds = source.eval_stream(cfg.eval_split, process_index, process_count, calls)
     ds = ds.map(transform, num_parallel_calls=calls, deterministic=True).batch(int(batch_size))
-    ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
+    ds = ds.prefetch(tf.data.AUTOTUNE).with_options(_options(cfg))
     dropped = _DroppedBoxes(cfg, cfg.eval_split, box_count)
     template = None
     yielded = 0
