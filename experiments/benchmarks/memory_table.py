@@ -159,15 +159,14 @@ def recommend(rows, gib: float) -> tuple[int, bool]:
     budget = HEADROOM * gib * GIB
     measured = {r["batch"]: r["peak_bytes"] for r in rows}
     fit = fit_line(rows)
-    best, extrapolated, b = 0, False, 1
-    while b <= 4096:
-        peak = measured.get(b)
-        if peak is None and fit is not None:
-            peak = fit[0] + fit[1] * b
-        if peak is None or peak > budget:
+    best, extrapolated = 0, False
+    for b in (2 ** k for k in range(13)):
+        peak = measured.get(b, fit[0] + fit[1] * b if fit else None)
+        if peak is None:  # one measured row and no line: only that batch is known
+            continue
+        if peak > budget:
             break
         best, extrapolated = b, b > max(measured)
-        b *= 2
     return best, extrapolated
 
 
