@@ -50,7 +50,10 @@ def main(argv=None) -> int:
     lines = ["# bfloat16 parity of the quick start (`shapes`, ssd_tiny 128 px, 1200 steps)", "",
              "`bash experiments/benchmarks/bf16_parity.sh`: the same command twice, `--config.dtype=float32` and "
              "`--config.dtype=bfloat16`, side by side on the same machine (XLA:CPU, JAX "
-             f"{jax.__version__}, {summary['machine']}).", "", f"Load: {load}", "",
+             f"{jax.__version__}, {summary['machine']}). Uptime and load average (1, 5, 15 min) around the runs:", "",
+             *[f"- {line}" for line in load.splitlines()], "",
+             "Wall time is the whole command (training, two evaluations, checkpoints); on a shared machine it "
+             "mostly measures the load, CPU time (user+sys) the work.", "",
              "| dtype | VOC07 mAP@0.5 | COCO AP | COCO AP50 | wall | CPU (user+sys) | max RSS |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
