@@ -267,6 +267,11 @@ NOTES = """## How an accelerator will differ
   (the HLO column counts convolution output dtypes) and keeps float32 temporaries around them; a GPU or
   TPU runs them in bf16. Expect the real bf16 peak at or below these numbers (activations kept for
   the backward pass are bf16 there), and the f32 -> bf16 saving larger than it looks here.
+  `memory_table.py --residuals` counts the activations the forward saves for the backward pass on the
+  jaxpr, before any compiler (results/memory_residuals.md): bf16 keeps 0.55-0.61x the bytes of f32 for
+  the three SSD300/320 models, so a GPU/TPU bf16 step should need roughly 0.6-0.7x the f32 peak.
+- XLA:CPU's own `peak_memory_in_bytes` (a column above) equals the argument bytes here: it leaves out
+  the temporaries, so it is not the step's peak; the formula above is.
 - TPU pads every array's two minor dimensions to tiles (8 x 128 for f32, 16 x 128 for bf16): arrays
   with few channels (the RGB input, ssd_tiny's 32-64 channel maps, the 16-24 channel box heads) can
   take several times their size in HBM. Expect TPU peaks above these numbers for ssd_tiny and for
