@@ -67,6 +67,7 @@ MODELS = {
 }
 # Memory per device the recommendation is made for (GiB), and the share of it a step may take.
 DEVICES = {"T4 (15 GB usable)": 15, "A100 40 GB": 40, "TPU v2 core (8 GB)": 8, "TPU v3 core (16 GB)": 16}
+MAX_POW2 = 10  # recommendations stop at 1024 per device (shown as 1024+)
 HEADROOM = 0.8  # a step may use 80% of the device: the rest for the runtime, fragmentation, prefetched batches
 
 
@@ -193,7 +194,7 @@ def recommend(rows, gib: float) -> tuple[int, bool]:
     measured = {r["batch"]: r["peak_bytes"] for r in rows}
     fit = fit_line(rows)
     best, extrapolated = 0, False
-    for b in (2 ** k for k in range(13)):
+    for b in (2 ** k for k in range(MAX_POW2 + 1)):
         peak = measured.get(b, fit[0] + fit[1] * b if fit else None)
         if peak is None:  # one measured row and no line: only that batch is known
             continue
@@ -249,7 +250,7 @@ def report(table: dict) -> str:
         cells = []
         for gib in DEVICES.values():
             b, extra = recommend(rows, gib)
-            cells.append(f"{b}{'*' if extra else ''}")
+            cells.append(f"{b}{'+' if b == 2 ** MAX_POW2 else ''}{'*' if extra else ''}")
         lines.append(f"| {model} | {dtype} | {fit_s} | " + " | ".join(cells) + " |")
     lines += ["", NOTES]
     return "\n".join(lines) + "\n"
