@@ -33,7 +33,10 @@ def for_converters():
 
     :func:`cpu_or_generic` takes the generic formulation with no platform switch, and max
     pooling is written as maxima of strided slices (see :func:`ssd_jax.ops.pooling.max_pool`).
-    The values are the same (up to the float rounding that separates the formulations).
+    The values are the same (up to the float rounding that separates the formulations). The
+    choice is made when a function is traced: a function whose trace JAX has cached outside the
+    context (``jax.jit`` or ``make_jaxpr`` of the same function object and shapes) keeps that
+    trace, so trace a new function inside (as the ONNX export does).
     """
     token = _FOR_CONVERTERS.set(True)
     try:
