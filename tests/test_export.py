@@ -302,8 +302,9 @@ def test_ssd300_vgg16_stablehlo_matches_detector(vgg, tmp_path):
     ssd_export.export_detector(workdir, path, format="stablehlo", batch="dynamic", platforms="cpu,cuda,tpu")
     model = ssd_export.load(path)
     assert model.input_shape == (None, 300, 300, 3)
-    for b in (1, 3, 8):
-        assert_same_detections(model(images[:b]), sliced(ref, b))
+    # One batch size: each is a VGG16 compile (minutes on a loaded 2-core machine); ssd_tiny and
+    # the ONNX test below check batches 1, 3 and 8 of one symbolic artifact.
+    assert_same_detections(model(images), ref)
 
 
 @pytest.mark.slow
@@ -330,9 +331,8 @@ def test_ssd300_vgg16_saved_model_matches_detector(vgg, tmp_path):
     path = str(tmp_path / "vgg_saved_model")
     ssd_export.export_detector(workdir, path, format="saved_model", batch="dynamic")
     serve = tf.saved_model.load(path).signatures["serving_default"]
-    for b in (1, 8):
-        out = {k: v.numpy() for k, v in serve(images=tf.constant(images[:b])).items()}
-        assert_same_detections(out, sliced(ref, b))
+    out = {k: v.numpy() for k, v in serve(images=tf.constant(images)).items()}  # one compile, as above
+    assert_same_detections(out, ref)
 
 
 # ----------------------------------------------------------------------------- errors and CLI
