@@ -123,7 +123,8 @@ def bench_model(model, args):
             path = os.path.join(root, f"{fmt}_b{batch}{suffix}")
             start = time.perf_counter()
             try:
-                export.export_detector(workdir, path, format=fmt, batch=batch)
+                if not (args.reuse and os.path.exists(export.metadata_path(path))):
+                    export.export_detector(workdir, path, format=fmt, batch=batch)
             except Exception as e:  # report and go on with the other formats
                 failures.append(f"{fmt} batch {batch}: {type(e).__name__}: {str(e)[:300]}")
                 print(f"{model} {failures[-1]}", flush=True)
@@ -178,6 +179,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", default="/tmp/bench_export")
     parser.add_argument("--results", default="", help="write PATH.json and PATH.md")
+    parser.add_argument("--reuse", action="store_true", help="keep artifacts already in --out (export s: ~0)")
     args = parser.parse_args()
 
     import json
