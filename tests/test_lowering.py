@@ -15,7 +15,7 @@ from jax import export
 
 from ssd_jax import models
 from ssd_jax.ops import pooling
-from ssd_jax.ops.platform import CPU_SCOPE
+from ssd_jax.ops.platform import CPU_SCOPE, for_converters
 
 GENERIC_PLATFORMS = ("tpu", "cuda")
 
@@ -123,3 +123,31 @@ def test_multi_platform_export_carries_both_and_runs_on_cpu():
     assert CPU_SCOPE in text and _convolutions(text) >= _num_conv_layers(variables["params"])
     jax.tree.map(lambda ours, ref: np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), rtol=1e-5, atol=1e-5),
                  exported.call(variables, images), fn(variables, images))
+
+
+def test_converter_trace_has_no_platform_switch_and_no_reduce_window():
+    """Inside ``for_converters`` (ONNX export) the forward is the generic one with max pooling as
+    slices; outside it the trace is unchanged (platform switch, reduce_window)."""
+    module, variables, images = _abstract("ssd300_vgg16")
+    normal = str(jax.make_jaxpr(lambda v, x: module.apply(v, x, train=False))(variables, images))
+    with for_converters():  # a new function object: JAX reuses the cached trace of a function it has seen
+        converted = str(jax.make_jaxpr(lambda v, x: module.apply(v, x, train=False))(variables, images))
+    assert "platform_index" in normal and "reduce_window_max" in normal
+    assert "platform_index" not in converted and "reduce_window" not in converted
+    assert converted.count("conv_general_dilated") == _num_conv_layers(variables["params"])
+
+
+@pytest.mark.parametrize("shape, window, stride, padding, ceil_mode", [
+    ((2, 75, 75, 3), 2, 2, 0, True),   # VGG16 pool3 (ceil mode pads the bottom / right)
+    ((2, 38, 38, 3), 2, 2, 0, False),  # VGG16 pool1, 2, 4
+    ((2, 19, 19, 3), 3, 1, 1, False),  # VGG16 pool5
+    ((1, 150, 150, 2), 3, 2, 1, False),  # ResNet50 stem
+    ((1, 8, 7, 2), 3, 2, 1, True),
+])
+def test_max_pool_by_slices_equals_reduce_window(shape, window, stride, padding, ceil_mode):
+    x = jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32)
+    x = x.at[:, 0].set(-5.0).at[:, -1].set(7.0)  # extreme values on the edges the padding copies
+    expected = pooling.max_pool(x, window, stride, padding, ceil_mode)
+    with for_converters():
+        got = pooling.max_pool(x, window, stride, padding, ceil_mode)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))

@@ -4,8 +4,12 @@ jax2onnx (0.17) cannot convert the padded greedy NMS of :mod:`ssd_jax.nms` ("Not
 scatter pattern not supported in plugins": the ``.at[slot].set(..., mode="drop")`` that fills
 the kept-box buffer), and with a symbolic batch it also fails earlier on the post-processing's
 ``%`` ("InconclusiveDimensionOperation: Symbolic dimension 'B' used in a context that requires
-a constant", in its ``rem`` lowering). So the JAX part ends at decoded, clipped boxes
-``[B, A, 4]`` and per-class scores ``[B, C-1, A]`` (softmax, each class's best
+a constant", in its ``rem`` lowering). The network is traced inside
+:func:`ssd_jax.ops.platform.for_converters`: jax2onnx cannot lower the per-platform switch of
+the CPU formulations (``platform_index``), and turns an NHWC max pool into a ``MaxPool`` with a
+4-D kernel that onnxruntime refuses ("Unsupported pooling size"); there the network has XLA's
+generic convolutions and max pooling as maxima of strided slices. So the JAX part ends at
+decoded, clipped boxes ``[B, A, 4]`` and per-class scores ``[B, C-1, A]`` (softmax, each class's best
 ``pre_nms_top_k`` kept, the rest zeroed), and the rest of :func:`ssd_jax.postprocess.detect`
 is written in ONNX ops appended to that graph:
 
@@ -142,14 +146,17 @@ def write_onnx(graph, out, batch, platforms):
     import onnx
     from jax2onnx import to_onnx
 
+    from ssd_jax.ops.platform import for_converters
+
     del platforms
     h, w = ("H", "W") if graph.resize else graph.input_size
     batch_dim = "B" if batch == "dynamic" else int(batch)
     shape = (batch_dim, h, w, 3)
     if any(isinstance(d, str) for d in shape):
         shape = jax.export.symbolic_shape(", ".join(str(d) for d in shape))
-    model = to_onnx(pre_nms_function(graph), [jax.ShapeDtypeStruct(shape, jnp.uint8)], model_name="ssd_detector",
-                    input_names=["images"], output_names=["pre_boxes", "pre_scores"])
+    with for_converters():  # no platform switch, max pooling without reduce_window (ssd_jax.ops.platform)
+        model = to_onnx(pre_nms_function(graph), [jax.ShapeDtypeStruct(shape, jnp.uint8)],
+                        model_name="ssd_detector", input_names=["images"], output_names=["pre_boxes", "pre_scores"])
     pp = graph.metadata["postprocess"]
     model = _append_nms(model, pp["score_threshold"], pp["iou_threshold"], pp["max_detections"], batch_dim)
     onnx.save(model, out)

@@ -6,16 +6,48 @@ them with ``jax.default_backend()`` at trace time would put them into a TPU or C
 made on a CPU machine (``jax.export``, AOT); these functions stage out both formulations and
 let each lowering platform take its own (``jax.lax.platform_dependent``), so one
 multi-platform artifact carries the right formulation for each platform.
+
+Graph converters that read the jaxpr instead of lowering it (jax2onnx) cannot take the
+platform switch (``platform_index``). Within :func:`for_converters`, ops trace to their
+generic formulation directly, and to converter-friendly forms where they have one
+(:func:`ssd_jax.ops.pooling.max_pool`); outside it (training, evaluation, ``jax.export``,
+jax2tf) nothing changes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections.abc import Callable
 
 import jax
 from jax import lax
 
 CPU_SCOPE = "cpu_formulation"  # named scope of every CPU formulation (seen in lowered locations)
+_FOR_CONVERTERS = contextvars.ContextVar("ssd_jax_ops_for_converters", default=False)
+
+
+@contextlib.contextmanager
+def for_converters():
+    """Within: computations traced here are meant for a jaxpr-level graph converter (jax2onnx).
+
+    :func:`cpu_or_generic` takes the generic formulation with no platform switch, and max
+    pooling is written as maxima of strided slices (see :func:`ssd_jax.ops.pooling.max_pool`).
+    The values are the same (up to the float rounding that separates the formulations). The
+    choice is made when a function is traced: a function whose trace JAX has cached outside the
+    context (``jax.jit`` or ``make_jaxpr`` of the same function object and shapes) keeps that
+    trace, so trace a new function inside (as the ONNX export does).
+    """
+    token = _FOR_CONVERTERS.set(True)
+    try:
+        yield
+    finally:
+        _FOR_CONVERTERS.reset(token)
+
+
+def converting() -> bool:
+    """Whether the current trace is inside :func:`for_converters`."""
+    return _FOR_CONVERTERS.get()
 
 
 def cpu_or_generic(*args, cpu: Callable, generic: Callable):
@@ -24,8 +56,11 @@ def cpu_or_generic(*args, cpu: Callable, generic: Callable):
     Both must return the same shapes and dtypes (and the same values up to float rounding);
     ``cpu`` runs inside the named scope :data:`CPU_SCOPE`. Differentiating through this is
     correct but slow to trace (a conditional per call); differentiable ops use
-    :func:`cpu_or_generic_vjp`.
+    :func:`cpu_or_generic_vjp`. Inside :func:`for_converters`: ``generic(*args)``, no switch.
     """
+    if converting():
+        return generic(*args)
+
     def cpu_in_scope(*a):
         with jax.named_scope(CPU_SCOPE):
             return cpu(*a)

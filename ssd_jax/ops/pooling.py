@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ssd_jax.ops.platform import cpu_or_generic
+from ssd_jax.ops.platform import converting, cpu_or_generic
 from ssd_jax.ops.windows import window_views
 
 
@@ -33,8 +33,38 @@ def max_pool(x, window: int, stride: int, padding: int = 0, ceil_mode: bool = Fa
 
     Ties: the gradient goes to the first maximum of each window in row-major order: XLA's
     ``select_and_scatter`` (autodiff's rule), in CPU lowerings :func:`_max_pool_grad_cpu`.
+    Inside :func:`ssd_jax.ops.platform.for_converters` (ONNX export) it is
+    :func:`max_pool_by_slices` instead: the same values, no ``reduce_window``.
     """
+    if converting():
+        return max_pool_by_slices(x, window, stride, max_pool_padding(x.shape[1:3], window, stride, padding,
+                                                                      ceil_mode))
     return _max_pool(x, window, stride, max_pool_padding(x.shape[1:3], window, stride, padding, ceil_mode))
+
+
+def max_pool_by_slices(x, window: int, stride: int, pads: tuple):
+    """``reduce_window`` max of ``x [N, H, W, C]`` as maxima of strided slices, rows then columns.
+
+    ``pads``: ``((top, bottom), (left, right))`` of a PyTorch max pool (:func:`max_pool_padding`).
+    Exactly the values of :func:`_reduce_window_max` (a max is exact), in ops every graph
+    converter takes: jax2onnx turns an NHWC ``reduce_window`` into an ONNX ``MaxPool`` with a
+    4-D ``kernel_shape`` ``[1, k, k, 1]``, which onnxruntime refuses ("Unsupported pooling
+    size"), and cannot convert ``lax.pad`` with a symbolic batch. So the border is padded by
+    repeating the edge row / column (a concatenation) instead of -inf: the same maxima,
+    because every window of a PyTorch pool holds a real element next to the padding it covers
+    (padding <= window / 2, and in ceil mode the last window starts inside the input), and
+    that element's edge copy cannot exceed the window's max. Slicing one axis at a time keeps
+    the batch symbolic. ``2 * window`` slices; no gradient rule of its own (inference graphs).
+    """
+    for axis, (lo, hi) in zip((1, 2), pads):
+        size = x.shape[axis]
+        if lo or hi:
+            first, last = lax.slice_in_dim(x, 0, 1, axis=axis), lax.slice_in_dim(x, size - 1, size, axis=axis)
+            x = jnp.concatenate([first] * lo + [x] + [last] * hi, axis=axis)
+        out = (x.shape[axis] - window) // stride + 1
+        views = [lax.slice_in_dim(x, a, a + (out - 1) * stride + 1, stride, axis) for a in range(window)]
+        x = functools.reduce(jnp.maximum, views)
+    return x
 
 
 def _reduce_window_max(x, window, stride, pads):
