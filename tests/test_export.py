@@ -31,6 +31,10 @@ import ssd_jax
 from ssd_jax import cli
 from ssd_jax import export as ssd_export
 
+# Every test here exports a trained model (a training fixture, jax2tf / jax2onnx / TFLite conversions,
+# subprocesses): the whole module is in the slow tier.
+pytestmark = pytest.mark.slow
+
 RACCOON = os.environ.get("SSD_JAX_RACCOON", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
                                                           "shared", "data", "raccoon"))
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
