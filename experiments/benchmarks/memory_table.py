@@ -78,13 +78,19 @@ def model_config(name: str, dtype: str):
     return config, num_classes
 
 
-def abstract_step(config, num_classes: int, batch: int):
-    """``(train_step, state, batch)``: the trainer's step and ShapeDtypeStructs of its arguments."""
+def abstract_task_and_state(config, num_classes: int):
+    """``(task, state)``: the trainer's task for ``config`` with ``num_classes`` placeholder classes
+    (no dataset read) and ShapeDtypeStructs of its initial train state."""
     info = DatasetInfo(class_names=("background", *(f"c{i}" for i in range(1, num_classes))),
                        num_classes=num_classes, num_train=None, num_eval=None)
     with mock.patch.object(data, "dataset_info", lambda cfg: info):
         task = build_task(config)
-    state = jax.eval_shape(lambda: init_state(task, config.seed))
+    return task, jax.eval_shape(lambda: init_state(task, config.seed))
+
+
+def abstract_step(config, num_classes: int, batch: int):
+    """``(train_step, state, batch)``: the trainer's step and ShapeDtypeStructs of its arguments."""
+    task, state = abstract_task_and_state(config, num_classes)
     h, w = task.spec.image_size
     m = config.data.max_boxes
     batch_shapes = dict(image=jax.ShapeDtypeStruct((batch, h, w, 3), jnp.float32),
@@ -131,11 +137,7 @@ def residual_bytes(name: str, batch: int, dtype: str) -> dict:
     from jax._src.ad_checkpoint import saved_residuals
 
     config, num_classes = model_config(name, dtype)
-    info = DatasetInfo(class_names=("background", *(f"c{i}" for i in range(1, num_classes))),
-                       num_classes=num_classes, num_train=None, num_eval=None)
-    with mock.patch.object(data, "dataset_info", lambda cfg: info):
-        task = build_task(config)
-    state = jax.eval_shape(lambda: init_state(task, config.seed))
+    task, state = abstract_task_and_state(config, num_classes)
     h, w = task.spec.image_size
 
     def forward(params, batch_stats, images):
