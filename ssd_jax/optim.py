@@ -5,13 +5,15 @@ models trained from scratch. Caffe decays neither biases nor normalisation scale
 (``decay_biases=False``); ``freeze_base=True`` keeps the base network fixed for fine-tuning, as the
 paper recommends when the classes change, and ``frozen`` lists further module paths to keep fixed
 (the Caffe release freezes VGG16's conv1_1 .. conv2_2). Frozen params get no gradient at all
-(``stop_gradient`` in the training step), so their backward pass is not computed.
+(``stop_gradient`` in the training step), so their backward pass is not computed. ``ema_decay``
+keeps an exponential moving average of the params (:func:`ema_update`) for evaluation and inference.
 """
 
 from __future__ import annotations
 
 import flax
 import jax
+import jax.numpy as jnp
 import optax
 
 
@@ -93,3 +95,19 @@ def make_optimizer(cfg, params, num_steps: int, trainable=None) -> optax.Gradien
             {"train": tx, "freeze": optax.set_to_zero()},
             jax.tree_util.tree_map(lambda t: "train" if t else "freeze", trainable))
     return tx
+
+
+def ema_update(ema, params, decay: float, step):
+    """One step of the params' exponential moving average; returns the new average.
+
+    ``ema`` and ``params`` are float pytrees of the same structure; ``step`` is the int32 count of
+    updates already applied (0 at the first call, the value before the optimiser step). The rate
+    warms up as in TensorFlow's ``ExponentialMovingAverage(num_updates=...)``:
+    ``d = min(decay, (1 + step) / (10 + step))``, ``ema <- d * ema + (1 - d) * params``, so the
+    first updates weight the fresh params heavily instead of the initialisation (d = 0.1 at step 0).
+    Computed in float32 whatever the params' dtype, then cast back.
+    """
+    step = jnp.asarray(step, jnp.float32)
+    d = jnp.minimum(jnp.float32(decay), (1.0 + step) / (10.0 + step))
+    return jax.tree.map(lambda e, p: (d * e.astype(jnp.float32) + (1 - d) * p.astype(jnp.float32)).astype(e.dtype),
+                        ema, params)

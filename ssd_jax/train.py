@@ -46,15 +46,16 @@ from ssd_jax.evaluation import format_table, write_report
 from ssd_jax.evaluation.split_pass import evaluate_split, save_sample_grid
 from ssd_jax.runtime import DevicePrefetch, MetricsLog, StopSignal, format_duration, initialize_distributed
 from ssd_jax.train_utils import (
-    TrainState,
     build_task,
     check_batch_size,
+    checkpoint_items,
     init_state,
     load_pretrained,
     make_mesh,
     make_predict_step,
     make_train_step,
     model_variables,
+    state_from_checkpoint,
 )
 
 log = logging.getLogger("ssd_jax.train")
@@ -91,12 +92,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     state = jax.jit(lambda: init_state(task, config.seed), out_shardings=replicated)()
     ckpt = checkpoints.Checkpointer(workdir, keep=config.keep_checkpoints)
-    restored = ckpt.restore_latest({"params": state.params, "batch_stats": state.batch_stats},
-                                   {"opt_state": state.opt_state, "step": state.step})
+    restored = ckpt.restore_latest(*checkpoint_items(state))
     if restored is not None:
         step, model, train = restored
-        state = TrainState(step=train["step"], params=model["params"], batch_stats=model["batch_stats"],
-                           opt_state=train["opt_state"])
+        state = state_from_checkpoint(model, train)
         if is_main:
             print(f"resumed from {os.path.join(workdir, 'checkpoints')} at step {step}", flush=True)
     elif config.init_from:
@@ -117,13 +116,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         process_count=jax.process_count())
 
     def save(step, state):
-        ckpt.save(step, {"params": state.params, "batch_stats": state.batch_stats},
-                  {"opt_state": state.opt_state, "step": state.step})
+        ckpt.save(step, *checkpoint_items(state))
 
     def run_eval(step, state):
         t0 = time.time()
         result = evaluate_split(task, config, model_variables(state), predict, mesh)
-        ckpt.save_best(step, {"params": state.params, "batch_stats": state.batch_stats}, result)
+        ckpt.save_best(step, checkpoint_items(state)[0], result)
         metrics_log.write(step, "eval", result)
         if is_main:
             coco = f", COCO AP {result['AP']:.4f}" if "AP" in result else ""

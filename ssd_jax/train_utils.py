@@ -27,11 +27,13 @@ log = logging.getLogger("ssd_jax.train_utils")
 
 @flax.struct.dataclass
 class TrainState:
-    """What a checkpoint holds: the step (int32 scalar), params, BatchNorm statistics, optimiser state."""
+    """What a checkpoint holds: the step (int32 scalar), params, BatchNorm statistics, optimiser state,
+    and with ``optimizer.ema_decay`` the params' moving average (None without it)."""
     step: jax.Array
     params: Any
     batch_stats: Any
     opt_state: Any
+    ema_params: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Task:
     class_names: tuple
     normalization: str
     trainable: Any = None  # bools like the params (False = frozen), or None when all are trained
+    ema_decay: float = 0.0  # 0: no moving average of the params
 
 
 # ----------------------------------------------------------------------------- set-up
@@ -84,6 +87,9 @@ def build_task(config, num_steps: int | None = None) -> Task:
                                  anchors=config.get("anchors"), options=config.get("model_options"))
     params_shape = jax.eval_shape(
         lambda: module.init(jax.random.key(0), jnp.zeros((1, *spec.image_size, 3)), train=False))["params"]
+    ema_decay = float(config.optimizer.get("ema_decay", 0.0))
+    if not 0.0 <= ema_decay < 1.0:
+        raise ConfigError(f"config.optimizer.ema_decay must be in [0, 1) (0 = off), got {ema_decay}")
     try:
         trainable = optim.trainable_mask(config.optimizer, params_shape)
         tx = optim.make_optimizer(config.optimizer, params_shape, num_steps or config.num_steps, trainable)
@@ -91,17 +97,44 @@ def build_task(config, num_steps: int | None = None) -> Task:
         raise ConfigError(str(e)) from None
     return Task(module=module, spec=spec, anchors=anchor_lib.default_boxes(spec), tx=tx,
                 class_names=tuple(info.class_names), normalization=models.input_normalization(config.model),
-                trainable=trainable)
+                trainable=trainable, ema_decay=ema_decay)
 
 
 def init_state(task: Task, seed: int) -> TrainState:
-    """Freshly initialised params (float32) and optimiser state at step 0."""
+    """Freshly initialised params (float32) and optimiser state at step 0 (the average starts at the params)."""
     h, w = task.spec.image_size
     # rbg keys: threefry initialisers compile for seconds per parameter shape on XLA:CPU.
     variables = task.module.init(jax.random.key(seed, impl="rbg"), jnp.zeros((1, h, w, 3)), train=False)
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get("batch_stats", {}), opt_state=task.tx.init(params))
+                      batch_stats=variables.get("batch_stats", {}), opt_state=task.tx.init(params),
+                      ema_params=params if task.ema_decay else None)
+
+
+def checkpoint_items(state: TrainState) -> tuple[dict, dict]:
+    """``(model, train)``: the two items a checkpoint stores.
+
+    ``model`` = ``{"params", "batch_stats"}`` is what ``checkpoints.load_model_variables`` (the
+    Detector, evaluate, export) reads, so its params are the moving average when there is one;
+    ``train`` = ``{"opt_state", "step"}`` plus, with a moving average, ``"train_params"`` (the
+    params the optimiser updates), so that a resumed run continues exactly.
+    """
+    model = {"params": state.params if state.ema_params is None else state.ema_params,
+             "batch_stats": state.batch_stats}
+    train = {"opt_state": state.opt_state, "step": state.step}
+    if state.ema_params is not None:
+        train["train_params"] = state.params
+    return model, train
+
+
+def state_from_checkpoint(model: dict, train: dict) -> TrainState:
+    """The inverse of :func:`checkpoint_items`."""
+    if "train_params" in train:
+        params, ema_params = train["train_params"], model["params"]
+    else:
+        params, ema_params = model["params"], None
+    return TrainState(step=train["step"], params=params, batch_stats=model["batch_stats"],
+                      opt_state=train["opt_state"], ema_params=ema_params)
 
 
 def load_pretrained(state: TrainState, workdir: str) -> TrainState:
@@ -121,7 +154,8 @@ def load_pretrained(state: TrainState, workdir: str) -> TrainState:
     log.warning("init_from %s (step %d): copied %d arrays, re-initialised %d: %s", workdir, step,
                 len(param_trees.flatten(new)) - len(kept), len(kept),
                 ", ".join(kept[:8]) + (" ..." if len(kept) > 8 else ""))
-    return state.replace(params=tree["params"], batch_stats=tree["batch_stats"])
+    return state.replace(params=tree["params"], batch_stats=tree["batch_stats"],
+                         ema_params=tree["params"] if state.ema_params is not None else None)
 
 
 def _path(key_path) -> str:
@@ -155,9 +189,12 @@ def make_train_step(task: Task, config):
 
         (loss, (metrics, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         param_updates, opt_state = task.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, param_updates)
         new_state = state.replace(
-            step=state.step + 1, params=optax.apply_updates(state.params, param_updates), opt_state=opt_state,
-            batch_stats=updates.get("batch_stats", state.batch_stats))
+            step=state.step + 1, params=params, opt_state=opt_state,
+            batch_stats=updates.get("batch_stats", state.batch_stats),
+            ema_params=(optim.ema_update(state.ema_params, params, task.ema_decay, state.step)
+                        if state.ema_params is not None else None))
         metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads), lr=schedule(state.step))
         return new_state, metrics
 
@@ -179,8 +216,12 @@ def make_predict_step(task: Task, config):
 
 
 def model_variables(state: TrainState) -> dict:
-    """``{"params", "batch_stats"}`` for ``module.apply`` (no ``batch_stats`` when the model has none)."""
-    variables = {"params": state.params}
+    """``{"params", "batch_stats"}`` for ``module.apply`` (no ``batch_stats`` when the model has none).
+
+    The params are the moving average when the run keeps one (``optimizer.ema_decay``): what
+    evaluation scores and what checkpoints hold as the model.
+    """
+    variables = {"params": state.params if state.ema_params is None else state.ema_params}
     if state.batch_stats:
         variables["batch_stats"] = state.batch_stats
     return variables

@@ -112,3 +112,15 @@ def test_frozen_params_do_not_move_and_clipping_scales_the_gradient():
 def test_unknown_optimizer_name():
     with pytest.raises(ValueError, match="sgd or adamw"):
         optim.make_optimizer(opt_cfg(name="lamb"), tiny_params(), 10)
+
+
+def test_moving_average_of_params_by_hand():
+    ema, params = {"w": jnp.array([1.0, -2.0])}, {"w": jnp.array([3.0, 2.0])}
+    # step 0: d = min(0.999, 1/10) = 0.1 -> 0.1 * ema + 0.9 * params
+    np.testing.assert_allclose(optim.ema_update(ema, params, 0.999, 0)["w"], [2.8, 1.6], rtol=1e-6)
+    # step 990: d = min(0.999, 991/1000) = 0.991
+    np.testing.assert_allclose(optim.ema_update(ema, params, 0.999, 990)["w"], [1.018, -1.964], rtol=1e-6)
+    # late steps: d = decay
+    np.testing.assert_allclose(optim.ema_update(ema, params, 0.999, 10**6)["w"], [1.002, -1.996], rtol=1e-6)
+    half = optim.ema_update({"w": jnp.ones(2, jnp.bfloat16)}, {"w": jnp.zeros(2, jnp.bfloat16)}, 0.5, 10**6)
+    assert half["w"].dtype == jnp.bfloat16 and float(half["w"][0]) == 0.5

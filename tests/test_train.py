@@ -156,6 +156,42 @@ def test_frozen_layers_stay_fixed_and_their_backward_pass_is_not_computed():
     assert flops(step) < 0.95 * flops(step_all)
 
 
+def test_moving_average_follows_the_training_step():
+    before, after, _ = _one_step(h.tiny_config(**{"optimizer.ema_decay": 0.99, "optimizer.warmup_steps": 0}))
+    assert int(after.step) == 1
+    for p0, p1, e1 in zip(*(jax.tree.leaves(t) for t in (before.params, after.params, after.ema_params))):
+        np.testing.assert_allclose(e1, 0.1 * np.asarray(p0) + 0.9 * np.asarray(p1), rtol=1e-5, atol=1e-7)
+    assert train_utils.model_variables(after)["params"] is after.ema_params
+    with pytest.raises(ConfigError, match="ema_decay must be in"):
+        train_utils.build_task(h.tiny_config(**{"optimizer.ema_decay": 1.0}))
+
+
+@pytest.mark.slow
+def test_moving_average_is_evaluated_checkpointed_and_resumed_exactly(tmp_path):
+    """With ema_decay the trainer scores and saves the average; 3 + 3 resumed steps equal 6 straight."""
+    from ssd_jax import checkpoints, evaluate
+
+    config = lambda **kw: h.tiny_config(**{"optimizer.ema_decay": 0.5, **kw})
+    straight = train.train_and_evaluate(config(), str(tmp_path / "straight"))
+    train.train_and_evaluate(config(num_steps=3), str(tmp_path / "resumed"))
+    resumed = train.train_and_evaluate(config(), str(tmp_path / "resumed"))
+    np.testing.assert_allclose(resumed["losses"], straight["losses"][3:], rtol=1e-5)
+    np.testing.assert_allclose(resumed["mAP"], straight["mAP"], atol=1e-6)
+    saved = [checkpoints.load_model_variables(str(tmp_path / d), "latest")[0]["params"]
+             for d in ("straight", "resumed")]
+    for a, b in zip(*(jax.tree.leaves(t) for t in saved)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    again = evaluate.evaluate_workdir(str(tmp_path / "straight"), "latest")  # scores the saved model item
+    np.testing.assert_allclose(again["mAP"], straight["mAP"], atol=1e-6)
+    ckpt = checkpoints.Checkpointer(str(tmp_path / "straight"))
+    task = train_utils.build_task(config())
+    state = train_utils.init_state(task, 0)
+    _, model, train_item = ckpt.restore_latest(*train_utils.checkpoint_items(state))
+    moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(model["params"]),
+                                                     jax.tree.leaves(train_item["train_params"]))]
+    assert any(moved)  # the model item is the average, not the trained params
+
+
 def test_frozen_path_typo_is_a_config_error():
     with pytest.raises(ConfigError, match=r"base/conv9.*name no parameters"):
         train_utils.build_task(h.tiny_config(**{"optimizer.frozen": ("base/conv9",)}))

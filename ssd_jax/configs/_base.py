@@ -11,7 +11,9 @@ Configs start from :func:`base_config` and change what differs. Field reference:
   optimizer: name ("sgd" | "adamw"), lr, momentum, nesterov, weight_decay, decay_biases (Caffe: no
     decay on biases and norm scales), schedule ("multistep" | "cosine" | "constant"), warmup_steps,
     boundaries (multistep steps), decay_factor, grad_clip_norm (0 = off), freeze_base, frozen (module
-    paths kept fixed, e.g. "base/conv1_1"; see CAFFE_VGG16_FROZEN);
+    paths kept fixed, e.g. "base/conv1_1"; see CAFFE_VGG16_FROZEN), ema_decay (0 = off; e.g. 0.998:
+    evaluation, checkpoints' model weights and so the Detector use an exponential moving average of
+    the params, see ``ssd_jax.optim.ema_update``);
   init_from: "" (random) or a workdir whose params initialise this run (heads re-initialised when the
     class count differs);
   anchors: sources, s_min, s_max, min_sizes, max_sizes, aspect_ratios, clip, offset: the default
@@ -46,7 +48,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.optimizer = ml_collections.ConfigDict(dict(
         name="sgd", lr=1e-3, momentum=0.9, nesterov=False, weight_decay=5e-4, decay_biases=False,
         schedule="multistep", warmup_steps=0, boundaries=(80_000, 100_000), decay_factor=0.1,
-        grad_clip_norm=0.0, freeze_base=False, frozen=()))
+        grad_clip_norm=0.0, freeze_base=False, frozen=(), ema_decay=0.0))
     c.init_from = ""
     # Default boxes on the model's source maps (ssd_jax.anchors.spec_from_config): the empty values
     # keep the model's own boxes; e.g. s_min=0.1, s_max=0.9 (paper formula), aspect_ratios=((2, 3),)
