@@ -3,6 +3,7 @@
     python -m experiments.ablate --sweep design_choices --workdir runs/ablate_design --seeds 3
     python -m experiments.ablate --sweep paper_table2 --workdir runs/t2 --rows baseline,flip_only
     python -m experiments.ablate --sweep design_choices --workdir /tmp/smoke --smoke   # seconds per row
+    python -m experiments.ablate --sweep paper_table2 --workdir runs/t2 --seeds 3 --summary-only
     python -m experiments.ablate --list
 
 Sweeps are code in ``experiments/ablations/sweeps.py``. Run ``(row, seed k)`` trains into
@@ -109,8 +110,12 @@ def build_configs(sweep, rows, smoke: bool = False, load=None) -> dict:
 
 
 def run_sweep(sweep, workdir: str, seeds: int = 1, smoke: bool = False, rows_arg: str | None = None,
-              train_fn=None, log=print) -> list:
-    """Trains every missing (row, seed) run and writes the summary; returns the summary rows."""
+              train_fn=None, log=print, summary_only: bool = False) -> list:
+    """Trains every missing (row, seed) run and writes the summary; returns the summary rows.
+
+    ``summary_only``: train nothing; the summary covers the runs that have finished (each row's
+    ``seeds_done`` says how many), e.g. while other runners are still training the rest.
+    """
     rows = select_rows(sweep, rows_arg)
     row_configs = build_configs(sweep, rows, smoke)  # validates everything before training anything
     if seeds < 1:
@@ -141,6 +146,9 @@ def run_sweep(sweep, workdir: str, seeds: int = 1, smoke: bool = False, rows_arg
                 log(f"[ablate] {row.name} seed {k}: finished earlier (mAP {done['metrics'].get('mAP')}), skipped")
                 runs[(row.name, k)] = done
                 skipped += 1
+                continue
+            if summary_only:
+                log(f"[ablate] {row.name} seed {k}: not finished, left out of the summary")
                 continue
             if train_fn is None:
                 from ssd_jax import train as trainer
@@ -189,6 +197,8 @@ def main(argv=None) -> int:
     parser.add_argument("--smoke", action="store_true", help="a few steps on tiny images (tests the whole path)")
     parser.add_argument("--rows", default=None, help="comma-separated row names (default: all)")
     parser.add_argument("--list", action="store_true", help="list the sweeps and their rows")
+    parser.add_argument("--summary-only", action="store_true",
+                        help="train nothing: rewrite the summary over the runs that have finished")
     args = parser.parse_args(argv)
     if args.list:
         for s in sweeps_lib.SWEEPS.values():
@@ -200,7 +210,8 @@ def main(argv=None) -> int:
         parser.error("--sweep and --workdir are required")
     try:
         sweep = sweeps_lib.get(args.sweep)
-        run_sweep(sweep, args.workdir, seeds=args.seeds, smoke=args.smoke, rows_arg=args.rows)
+        run_sweep(sweep, args.workdir, seeds=args.seeds, smoke=args.smoke, rows_arg=args.rows,
+                  summary_only=args.summary_only)
     except (SweepConfigError, KeyError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
         return 2

@@ -146,6 +146,24 @@ def test_runner_writes_tables_and_skips_finished_runs(tmp_path):
     assert sorted(calls) == sorted([(str(tmp_path / r / "seed2"), 2) for r in ("baseline", "alpha_2")])
 
 
+def test_summary_only_trains_nothing_and_counts_the_finished_seeds(tmp_path):
+    sweep = sweeps.DESIGN_CHOICES
+    ablate.run_sweep(sweep, str(tmp_path), seeds=2, rows_arg="baseline,alpha_2", train_fn=_fake_train([]),
+                     log=lambda *a: None)
+    ablate.run_sweep(sweep, str(tmp_path), seeds=1, rows_arg="alpha_0.5", train_fn=_fake_train([]),
+                     log=lambda *a: None)
+
+    def must_not_train(config, workdir):
+        raise AssertionError("--summary-only trained a run")
+
+    summary = ablate.run_sweep(sweep, str(tmp_path), seeds=3, rows_arg="baseline,alpha_2,alpha_0.5",
+                               train_fn=must_not_train, log=lambda *a: None, summary_only=True)
+    assert [(e["row"], e["seeds_done"]) for e in summary] == [("baseline", 2), ("alpha_2", 2), ("alpha_0.5", 1)]
+    # alpha 0.5 seed 0: 0.55; baseline (alpha 1) seeds 0, 1: 0.60, 0.61
+    assert summary[2]["mAP"]["delta"] == pytest.approx(0.55 - 0.605)
+    assert not (tmp_path / "alpha_0.5" / "seed1").exists()
+
+
 def test_interrupted_run_writes_no_result(tmp_path):
     def stopped(config, workdir):
         return {"losses": [], "stopped_by": "SIGTERM", "step": 3}
