@@ -108,7 +108,7 @@ def init_state(task: Task, seed: int) -> TrainState:
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}), opt_state=task.tx.init(params),
-                      ema_params=params if task.ema_decay else None)
+                      ema_params=jax.tree.map(jnp.copy, params) if task.ema_decay else None)
 
 
 def checkpoint_items(state: TrainState) -> tuple[dict, dict]:
@@ -155,7 +155,8 @@ def load_pretrained(state: TrainState, workdir: str) -> TrainState:
                 len(param_trees.flatten(new)) - len(kept), len(kept),
                 ", ".join(kept[:8]) + (" ..." if len(kept) > 8 else ""))
     return state.replace(params=tree["params"], batch_stats=tree["batch_stats"],
-                         ema_params=tree["params"] if state.ema_params is not None else None)
+                         # a copy: the train step donates the state, and one buffer cannot be donated twice
+                         ema_params=jax.tree.map(jnp.copy, tree["params"]) if state.ema_params is not None else None)
 
 
 def _path(key_path) -> str:

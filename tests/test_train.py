@@ -190,6 +190,9 @@ def test_moving_average_is_evaluated_checkpointed_and_resumed_exactly(tmp_path):
     moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(model["params"]),
                                                      jax.tree.leaves(train_item["train_params"]))]
     assert any(moved)  # the model item is the average, not the trained params
+    # fine-tuning from it starts the average at the copied params (separate buffers: the step donates both)
+    tuned = train.train_and_evaluate(config(num_steps=2, init_from=str(tmp_path / "straight")), str(tmp_path / "tuned"))
+    assert len(tuned["losses"]) == 2 and all(np.isfinite(tuned["losses"]))
 
 
 def test_frozen_path_typo_is_a_config_error():
