@@ -21,6 +21,7 @@ import optax
 
 from ssd_jax import anchors as anchor_lib
 from ssd_jax import checkpoints, data, losses, matching, models, optim, param_trees, postprocess
+from ssd_jax.data import mosaic
 from ssd_jax.errors import ConfigError
 
 log = logging.getLogger("ssd_jax.train_utils")
@@ -75,6 +76,10 @@ def build_task(config, num_steps: int | None = None) -> Task:
 
     Raises :class:`ConfigError` for a class count, dtype or optimiser setting that cannot work.
     """
+    try:
+        mosaic.validate(config.data)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     info = data.dataset_info(config.data)
     num_classes = config.num_classes or info.num_classes
     if num_classes != info.num_classes:

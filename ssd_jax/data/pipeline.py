@@ -1,9 +1,10 @@
 """Training and evaluation input pipelines: tf.data on the CPU -> fixed-shape NumPy batches.
 
 Train batches (endless): image float32 [B,H,W,3] normalised RGB, boxes float32 [B,M,4] corners
-in [0,1], labels int32 [B,M] (1..C-1, 0 in padding), mask bool [B,M]; M = ``max_boxes.train_max_boxes``
-(``data.max_boxes``, or derived from the training split when 0; boxes beyond it are dropped and
-counted in the logs).
+in [0,1], labels int32 [B,M] (1..C-1, 0 in padding), mask bool [B,M]; M = ``train_box_slots``:
+``max_boxes.train_max_boxes`` (``data.max_boxes``, or derived from the training split when 0), times
+the tile count with mosaics (``data.augment.mosaic_prob``); boxes beyond M are dropped and counted
+in the logs.
 Eval batches (one pass) have the same keys plus image_id int32 [B] (-1 for padding), orig_size
 int32 [B,2] (height, width), difficult bool [B,E], valid bool [B]; there the box dimension is
 E = ``eval_box_count(cfg)``, the eval split's largest box count, whatever ``max_boxes`` is:
@@ -37,7 +38,7 @@ import os
 
 import numpy as np
 
-from ssd_jax.data import augment, records
+from ssd_jax.data import augment, mosaic, records
 from ssd_jax.data.examples import shard_size
 from ssd_jax.data.max_boxes import train_max_boxes
 from ssd_jax.data.normalize import fill_value_rgb, scale_and_offset
@@ -125,6 +126,12 @@ class _DroppedBoxes:
                 log.warning("%s split %r: %d %s in total", self.source, self.split, total, self.messages[key])
 
 
+def train_box_slots(cfg) -> int:
+    """M, the box slots of a training example: ``train_max_boxes(cfg)``, times the tile count when
+    mosaics are on (``ssd_jax.data.mosaic``)."""
+    return mosaic.box_slots(cfg.augment, train_max_boxes(cfg))
+
+
 def train_dataset(cfg, image_size, batch_size, normalization="caffe", seed=0, start_step=0,
                   process_index=0, process_count=1) -> tf.data.Dataset:
     """The tf.data pipeline behind ``train_iterator`` (batches with extra "_overflow", "_bad")."""
@@ -149,14 +156,20 @@ def train_dataset(cfg, image_size, batch_size, normalization="caffe", seed=0, st
     out_size = (int(image_size[0]), int(image_size[1]))
     fill = fill_value_rgb(normalization)
     scale, offset = scale_and_offset(normalization)
-    max_boxes = train_max_boxes(cfg)
+    max_boxes = train_box_slots(cfg)
     aug = cfg.augment
+    if mosaic.check(aug)[0] > 0:
+        if not isinstance(source, IndexedSource):
+            raise ValueError(f"data.augment.mosaic_prob needs an indexed source (shapes, voc_folder, coco_json), "
+                             f"not {cfg.source!r}")
+        load, num = source.load_fn(cfg.train_split), source.num_examples(cfg.train_split)
+    else:
+        load, num = None, 0
 
     def transform(example):
         seed_pair = tf.stack([tf.constant(int(seed), tf.int64), example["position"]])
-        image, boxes, labels, difficult = augment.train_transform(
-            example["image"], example["boxes"], example["labels"], example["difficult"], seed_pair, out_size, aug,
-            fill, scale, offset)
+        image, boxes, labels, difficult = mosaic.maybe_mosaic(example, seed_pair, load, num, out_size, aug, fill,
+                                                              scale, offset)
         boxes, labels, _, mask, overflow = augment.pad_boxes(boxes, labels, difficult, max_boxes)
         return dict(image=image, boxes=boxes, labels=labels, mask=mask, _overflow=overflow, _bad=example["num_bad"])
 
@@ -168,7 +181,7 @@ def train_iterator(cfg, image_size, batch_size, normalization="caffe", seed=0, s
                    process_index=0, process_count=1):
     """Endless iterator of training batches (dicts of NumPy arrays, see the module docstring)."""
     ds = train_dataset(cfg, image_size, batch_size, normalization, seed, start_step, process_index, process_count)
-    dropped = _DroppedBoxes(cfg, cfg.train_split, train_max_boxes(cfg))
+    dropped = _DroppedBoxes(cfg, cfg.train_split, train_box_slots(cfg))
     try:
         for batch in ds.as_numpy_iterator():
             yield dropped.add(batch)
