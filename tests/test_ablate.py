@@ -257,3 +257,12 @@ def test_coverage_by_row_elongation_hand_worked():
     image_hw = np.array([[100, 200], [100, 100]])  # (height, width)
     # box 0: 100 px wide, 25 px high -> 4; box 1: 20 px wide, 40 px high -> 2
     np.testing.assert_allclose(elongation(boxes, image_hw), [4.0, 2.0])
+
+
+def test_headline_welch_t_by_hand():
+    from experiments.ablations import headline
+
+    row = {"mean": 0.55, "std": np.std([0.5, 0.6], ddof=1), "per_seed": [0.5, 0.6]}
+    base = {"mean": 0.40, "std": 0.0, "per_seed": [0.4, 0.4, 0.4]}
+    assert headline.welch_t(row, base) == pytest.approx(0.15 / np.sqrt(0.005 / 2))  # = 3.0
+    assert headline.welch_t({**row, "per_seed": [0.55]}, base) is None  # one seed: no spread
