@@ -96,5 +96,5 @@ def test_bad_mosaic_settings_name_the_field(field, value, message):
 
 def test_mosaics_need_an_indexed_source():
     cfg = ml_collections.ConfigDict(dict(source="tfds", augment=dict(mosaic_prob=0.5, mosaic_tiles=4)))
-    with pytest.raises(ValueError, match="needs an indexed source"):
+    with pytest.raises(ValueError, match="need an indexed source"):
         mosaic.validate(cfg)

@@ -17,7 +17,8 @@ Fields (trainer configs override them):
     (default): follow the host, a pool of one thread per usable core (affinity set, cgroup quota)
     with the maps' parallelism tuned by tf.data AUTOTUNE; N > 0: N threads, N parallel calls.
   augment: photometric / expand / crop / flip switches, expand_max_ratio; mosaic_prob (0 = off) and
-    mosaic_tiles (2 or 4): several examples tiled into one image (``ssd_jax.data.mosaic``).
+    mosaic_tiles (2 or 4): several examples tiled into one image (``ssd_jax.data.mosaic``); paste_prob
+    (0 = off): another image's object pasted next to one of this image's (``ssd_jax.data.copy_paste``).
   shapes: the synthetic generator (num_train, num_eval, image_size, min/max_objects, clutter, seed;
     harder-task settings min/max_side, side_distribution, min/max_aspect, max_extent, max_overlap_iou,
     min_visible, distractors: see ``ssd_jax.data.shapes``; the defaults give the easy task).
@@ -45,7 +46,7 @@ def default_config() -> ml_collections.ConfigDict:
     cfg.num_parallel_calls = -1
     cfg.augment = ml_collections.ConfigDict(
         dict(photometric=True, expand=True, crop=True, flip=True, expand_max_ratio=4.0, mosaic_prob=0.0,
-             mosaic_tiles=4))
+             mosaic_tiles=4, paste_prob=0.0))
     cfg.shapes = ml_collections.ConfigDict(
         dict(num_train=2000, num_eval=200, image_size=160, min_objects=1, max_objects=4,
              clutter=1.0, seed=0,

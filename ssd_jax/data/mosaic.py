@@ -40,10 +40,13 @@ def check(aug) -> tuple[float, int]:
 
 def validate(data_cfg) -> None:
     """Raises ValueError naming the field when the data section's mosaic settings cannot work."""
+    from ssd_jax.data import copy_paste
+
     prob, _ = check(data_cfg.augment)
-    if prob > 0 and data_cfg.source == "tfds":
-        raise ValueError("data.augment.mosaic_prob needs an indexed source (shapes, voc_folder, coco_json), "
-                         "not 'tfds'")
+    paste = copy_paste.check(data_cfg.augment)
+    if (prob > 0 or paste > 0) and data_cfg.source == "tfds":
+        raise ValueError("data.augment.mosaic_prob and paste_prob need an indexed source (shapes, voc_folder, "
+                         "coco_json), not 'tfds'")
 
 
 def box_slots(aug, max_boxes: int) -> int:

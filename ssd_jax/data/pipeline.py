@@ -3,8 +3,8 @@
 Train batches (endless): image float32 [B,H,W,3] normalised RGB, boxes float32 [B,M,4] corners
 in [0,1], labels int32 [B,M] (1..C-1, 0 in padding), mask bool [B,M]; M = ``train_box_slots``:
 ``max_boxes.train_max_boxes`` (``data.max_boxes``, or derived from the training split when 0), times
-the tile count with mosaics (``data.augment.mosaic_prob``); boxes beyond M are dropped and counted
-in the logs.
+the tile count with mosaics (``data.augment.mosaic_prob``; +1 before that with copy-paste,
+``paste_prob``); boxes beyond M are dropped and counted in the logs.
 Eval batches (one pass) have the same keys plus image_id int32 [B] (-1 for padding), orig_size
 int32 [B,2] (height, width), difficult bool [B,E], valid bool [B]; there the box dimension is
 E = ``eval_box_count(cfg)``, the eval split's largest box count, whatever ``max_boxes`` is:
@@ -38,7 +38,7 @@ import os
 
 import numpy as np
 
-from ssd_jax.data import augment, mosaic, records
+from ssd_jax.data import augment, copy_paste, mosaic, records
 from ssd_jax.data.examples import shard_size
 from ssd_jax.data.max_boxes import train_max_boxes
 from ssd_jax.data.normalize import fill_value_rgb, scale_and_offset
@@ -127,9 +127,9 @@ class _DroppedBoxes:
 
 
 def train_box_slots(cfg) -> int:
-    """M, the box slots of a training example: ``train_max_boxes(cfg)``, times the tile count when
-    mosaics are on (``ssd_jax.data.mosaic``)."""
-    return mosaic.box_slots(cfg.augment, train_max_boxes(cfg))
+    """M, the box slots of a training example: ``train_max_boxes(cfg)`` (+1 for a pasted object with
+    ``ssd_jax.data.copy_paste``), times the tile count when mosaics are on (``ssd_jax.data.mosaic``)."""
+    return mosaic.box_slots(cfg.augment, train_max_boxes(cfg) + (copy_paste.check(cfg.augment) > 0))
 
 
 def train_dataset(cfg, image_size, batch_size, normalization="caffe", seed=0, start_step=0,
@@ -158,16 +158,17 @@ def train_dataset(cfg, image_size, batch_size, normalization="caffe", seed=0, st
     scale, offset = scale_and_offset(normalization)
     max_boxes = train_box_slots(cfg)
     aug = cfg.augment
-    if mosaic.check(aug)[0] > 0:
+    if mosaic.check(aug)[0] > 0 or copy_paste.check(aug) > 0:
         if not isinstance(source, IndexedSource):
-            raise ValueError(f"data.augment.mosaic_prob needs an indexed source (shapes, voc_folder, coco_json), "
-                             f"not {cfg.source!r}")
+            raise ValueError(f"data.augment.mosaic_prob and paste_prob need an indexed source (shapes, voc_folder, "
+                             f"coco_json), not {cfg.source!r}")
         load, num = source.load_fn(cfg.train_split), source.num_examples(cfg.train_split)
     else:
         load, num = None, 0
 
     def transform(example):
         seed_pair = tf.stack([tf.constant(int(seed), tf.int64), example["position"]])
+        example = copy_paste.maybe_paste(example, seed_pair, load, num, aug)
         image, boxes, labels, difficult = mosaic.maybe_mosaic(example, seed_pair, load, num, out_size, aug, fill,
                                                               scale, offset)
         boxes, labels, _, mask, overflow = augment.pad_boxes(boxes, labels, difficult, max_boxes)
