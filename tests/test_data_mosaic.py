@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ssd_jax import data
-from ssd_jax.data import mosaic
+from ssd_jax.data import copy_paste, mosaic
 from ssd_jax.data.tf_setup import tf
 
 SIZE = (40, 40)
@@ -98,3 +98,66 @@ def test_mosaics_need_an_indexed_source():
     cfg = ml_collections.ConfigDict(dict(source="tfds", augment=dict(mosaic_prob=0.5, mosaic_tiles=4)))
     with pytest.raises(ValueError, match="need an indexed source"):
         mosaic.validate(cfg)
+
+
+# ---------------------------------------------------------------- copy-paste
+
+def test_paste_rectangle_by_hand():
+    # image 100 x 200 (h, w); target box x 100-150, y 25-75 px; donor box 40 x 20 px (h, w)
+    rect = copy_paste.paste_rectangle(tf.constant([0.5, 0.25, 0.75, 0.75]), tf.constant([40.0, 20.0]),
+                                      tf.constant([100, 200]), tf.constant([0.5, 0.2, 0.5, 0.5]))
+    # height 50 * (0.8 + 0.4 * 0.5) = 50, width 50 * 20 / 40 = 25, overlap 0.3 * 0.5 * 25 = 3.75 (right side)
+    np.testing.assert_allclose(rect.numpy(), [25.0, 146.25, 75.0, 171.25], rtol=1e-6)
+    left = copy_paste.paste_rectangle(tf.constant([0.5, 0.25, 0.75, 0.75]), tf.constant([40.0, 20.0]),
+                                      tf.constant([100, 200]), tf.constant([0.5, 0.7, 0.5, 1.0]))
+    # left side: x0 = 100 + 3.75 - 25; jitter (1 - 0.5) * 0.4 * 50 = 10 down
+    np.testing.assert_allclose(left.numpy(), [35.0, 78.75, 85.0, 103.75], rtol=1e-6)
+
+
+def _raw(image, boxes, labels):
+    return {"image": tf.constant(image), "boxes": tf.constant(boxes, tf.float32),
+            "labels": tf.constant(labels, tf.int32), "difficult": tf.zeros([len(labels)], tf.bool),
+            "position": tf.constant(0, tf.int64)}
+
+
+def test_paste_puts_the_donor_object_beside_the_target():
+    example = _raw(np.zeros((40, 80, 3), np.uint8), [[0.25, 0.25, 0.5, 0.75]], [1])  # x 20-40, y 10-30 px
+    donor_image = np.full((30, 60, 3), 100, np.uint8)
+    donor_image[:, 30:] = 200
+    donor = _raw(donor_image, [[0.5, 0.0, 1.0, 1.0]], [7])  # the right half (value 200) only
+    pasted = 0
+    for k in range(12):
+        out = copy_paste.paste(example, donor, tf.constant([k, 1], tf.int64))
+        boxes, image = out["boxes"].numpy(), out["image"].numpy()
+        if len(boxes) == 1:  # declined: the paste would lie mostly outside the image
+            np.testing.assert_array_equal(image, example["image"].numpy())
+            continue
+        pasted += 1
+        np.testing.assert_array_equal(out["labels"].numpy(), [1, 7])
+        x0, y0, x1, y1 = np.round(boxes[1] * [80, 40, 80, 40]).astype(int)
+        assert np.all(image[y0:y1, x0:x1] == 200)  # only the donor's box region, never its left half
+        outside = np.ones((40, 80), bool)
+        outside[y0:y1, x0:x1] = False
+        assert np.all(image[outside] == 0)
+        assert x0 <= 40 and x1 >= 20 - 1 and (x1 <= 41 or x0 >= 19)  # touching the target on one side
+        assert 10 - 6 <= (y0 + y1) / 2 <= 30 + 6  # roughly level with it
+    assert pasted >= 6
+
+
+def test_paste_leaves_images_without_boxes_alone():
+    empty = _raw(np.zeros((20, 20, 3), np.uint8), np.zeros((0, 4)), [])
+    donor = _raw(np.full((20, 20, 3), 9, np.uint8), [[0.0, 0.0, 1.0, 1.0]], [2])
+    out = copy_paste.paste(empty, donor, tf.constant([0, 1], tf.int64))
+    assert out["boxes"].shape[0] == 0 and int(tf.reduce_max(out["image"])) == 0
+
+
+def test_pipeline_with_paste_adds_a_box_slot_and_stays_deterministic():
+    cfg = shapes_config(0.0, paste_prob=1.0)
+    first, again = batches(cfg), batches(cfg)
+    assert first[0]["boxes"].shape == (4, 5, 4)  # max_boxes 4 + 1
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a["image"], b["image"])
+    plain = batches(shapes_config(0.0))
+    assert sum(int(a["mask"].sum()) for a in first) > sum(int(p["mask"].sum()) for p in plain)
+    with pytest.raises(ValueError, match="paste_prob must be in"):
+        copy_paste.check(ml_collections.ConfigDict(dict(paste_prob=2.0)))

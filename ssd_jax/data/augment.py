@@ -100,11 +100,11 @@ def sample_ssd_crop(boxes, aspect_hw, seed, max_trials: int = CROP_MAX_TRIALS):
     return tf.where(tf.reduce_any(valid), patches[first], tf.constant([0.0, 0.0, 1.0, 1.0]))
 
 
-def _sample_positions(start, stop, in_size, out_size: int):
-    """Half-pixel-centre sample positions (input pixel index units) of ``out_size`` outputs
-    covering [start, stop] (edges, image-normalised) of an input of ``in_size`` pixels."""
-    i = tf.range(out_size, dtype=tf.float32) + 0.5
-    return (start + (stop - start) * i / out_size) * in_size - 0.5
+def sample_positions(start, stop, in_size, out_size: int):
+    """Half-pixel-centre sample positions (input pixel index units) of ``out_size`` outputs (int or
+    int tensor) covering [start, stop] (edges, image-normalised) of an input of ``in_size`` pixels."""
+    i = tf.cast(tf.range(out_size), tf.float32) + 0.5
+    return (start + (stop - start) * i / tf.cast(out_size, tf.float32)) * in_size - 0.5
 
 
 def _window_grid(image, window, out_size, flip, rows=None, cols=None):
@@ -113,8 +113,8 @@ def _window_grid(image, window, out_size, flip, rows=None, cols=None):
     out_h, out_w = out_size
     in_h = tf.cast(tf.shape(image)[0], tf.float32)
     in_w = tf.cast(tf.shape(image)[1], tf.float32)
-    ys = _sample_positions(window[1], window[3], in_h, out_h)
-    xs = _sample_positions(window[0], window[2], in_w, out_w)
+    ys = sample_positions(window[1], window[3], in_h, out_h)
+    xs = sample_positions(window[0], window[2], in_w, out_w)
     xs = tf.where(flip, tf.reverse(xs, [0]), xs)
     inside_rows = (ys >= 0.0) & (ys <= in_h - 1.0)
     inside_cols = (xs >= 0.0) & (xs <= in_w - 1.0)

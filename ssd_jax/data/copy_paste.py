@@ -16,6 +16,7 @@ Deterministic per ``(seed, position)``; needs an indexed source (shapes, voc_fol
 
 from __future__ import annotations
 
+from ssd_jax.data import augment
 from ssd_jax.data.tf_setup import tf
 
 MIN_INSIDE = 0.5
@@ -44,6 +45,19 @@ def paste_rectangle(target_box, donor_hw, image_hw, u):
     x0 = tf.where(u[1] < 0.5, tx1 - overlap, tx0 + overlap - pw)
     y0 = (ty0 + ty1) / 2 - ph / 2 + (u[3] - 0.5) * 0.4 * ph
     return tf.stack([y0, x0, y0 + ph, x0 + pw])
+
+
+def resample(image, window, out_h, out_w):
+    """Bilinear resample of ``window`` (xmin, ymin, xmax, ymax, image-normalised edges) of ``image``
+    [h, w, 3] to float32 [out_h, out_w, 3] (sizes may be tensors), half-pixel centres as
+    ``augment.resize_window``; samples up to half a pixel past the edge repeat the edge pixel."""
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    padded = tf.pad(tf.cast(image, tf.float32), [[1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+    hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
+    ys = augment.sample_positions(window[1], window[3], hf, out_h) + 1.0
+    xs = augment.sample_positions(window[0], window[2], wf, out_w) + 1.0
+    box = tf.stack([ys[0] / (hf + 1.0), xs[0] / (wf + 1.0), ys[-1] / (hf + 1.0), xs[-1] / (wf + 1.0)])
+    return tf.image.crop_and_resize(padded[None], box[None], [0], tf.stack([out_h, out_w]))[0]
 
 
 def paste(example, donor, seed):
@@ -80,10 +94,12 @@ def paste(example, donor, seed):
             # the donor region of the visible part: the pasted rect maps linearly onto the donor box
             fy = lambda p: donor_box[1] + (p - rect[0]) / (rect[2] - rect[0]) * (donor_box[3] - donor_box[1])
             fx = lambda p: donor_box[0] + (p - rect[1]) / (rect[3] - rect[1]) * (donor_box[2] - donor_box[0])
-            src = tf.stack([fy(tf.cast(y0, tf.float32)), fx(tf.cast(x0, tf.float32)),
-                            fy(tf.cast(y1, tf.float32)), fx(tf.cast(x1, tf.float32))])
-            patch = tf.image.crop_and_resize(tf.cast(donor["image"], tf.float32)[None], src[None], [0],
-                                             tf.stack([y1 - y0, x1 - x0]))[0]
+            # (clamped: rounding the clipped rectangle to whole pixels may reach past the donor box)
+            window = tf.clip_by_value(
+                tf.stack([fx(tf.cast(x0, tf.float32)), fy(tf.cast(y0, tf.float32)),
+                          fx(tf.cast(x1, tf.float32)), fy(tf.cast(y1, tf.float32))]),
+                tf.tile(donor_box[:2], [2]), tf.tile(donor_box[2:], [2]))
+            patch = resample(donor["image"], window, y1 - y0, x1 - x0)
             patch = tf.cast(tf.clip_by_value(tf.round(patch), 0, 255), image.dtype)
             padded = tf.pad(patch, [[y0, hw[0] - y1], [x0, hw[1] - x1], [0, 0]])
             rows, cols = tf.range(hw[0]), tf.range(hw[1])
