@@ -231,7 +231,8 @@ def test_stablehlo_in_graph_resize(workdir, stablehlo_path, batch8, tmp_path):
 # ----------------------------------------------------------------------------- saved_model
 
 def test_saved_model_matches_detector_without_flax(workdir, batch8, tmp_path):
-    pytest.importorskip("tensorflow")
+    import tensorflow  # noqa: F401  (the test extra installs it; a missing one must fail, not skip)
+
     images, ref = batch8
     path = str(tmp_path / "saved_model")
     ssd_export.export_detector(workdir, path, format="saved_model", batch="dynamic", platforms="cpu,cuda")
@@ -255,8 +256,8 @@ def test_saved_model_matches_detector_without_flax(workdir, batch8, tmp_path):
 # ----------------------------------------------------------------------------- onnx
 
 def test_onnx_matches_detector(workdir, batch8, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("jax2onnx")
+    import jax2onnx  # noqa: F401  (the test extra installs both; a missing one must fail, not skip)
+    import onnxruntime as ort
     images, ref = batch8
     path = str(tmp_path / "tiny.onnx")
     meta = ssd_export.export_detector(workdir, path, format="onnx", batch="dynamic")
@@ -273,8 +274,8 @@ def test_onnx_matches_detector(workdir, batch8, tmp_path):
 # ----------------------------------------------------------------------------- tflite
 
 def test_tflite_matches_detector(workdir, batch8, tmp_path):
-    pytest.importorskip("tensorflow")
-    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    import tensorflow  # noqa: F401  (the test extra installs both; a missing one must fail, not skip)
+    from ai_edge_litert import interpreter as litert
     images, ref = batch8
     path = str(tmp_path / "tiny.tflite")
     ssd_export.export_detector(workdir, path, format="tflite", batch=3)
@@ -314,8 +315,8 @@ def test_ssd300_vgg16_stablehlo_matches_detector(vgg, tmp_path):
 @pytest.mark.slow
 def test_ssd300_vgg16_onnx_matches_detector(vgg, tmp_path):
     """Max pooling and the Winograd layers export as converter-friendly ops (ops.platform.for_converters)."""
-    ort = pytest.importorskip("onnxruntime")
     import onnx
+    import onnxruntime as ort
 
     workdir, images, ref = vgg
     path = str(tmp_path / "vgg.onnx")
@@ -330,7 +331,8 @@ def test_ssd300_vgg16_onnx_matches_detector(vgg, tmp_path):
 
 @pytest.mark.slow
 def test_ssd300_vgg16_saved_model_matches_detector(vgg, tmp_path):
-    tf = pytest.importorskip("tensorflow")
+    import tensorflow as tf
+
     workdir, images, ref = vgg
     path = str(tmp_path / "vgg_saved_model")
     ssd_export.export_detector(workdir, path, format="saved_model", batch="dynamic")
