@@ -21,7 +21,7 @@ so the stream stays deterministic, resumable and process-count invariant. A mosa
 
 from __future__ import annotations
 
-from ssd_jax.data import augment
+from ssd_jax.data import augment, copy_paste
 from ssd_jax.data.tf_setup import tf
 
 TILES = (2, 4)
@@ -40,8 +40,6 @@ def check(aug) -> tuple[float, int]:
 
 def validate(data_cfg) -> None:
     """Raises ValueError naming the field when the data section's mosaic settings cannot work."""
-    from ssd_jax.data import copy_paste
-
     prob, _ = check(data_cfg.augment)
     paste = copy_paste.check(data_cfg.augment)
     if (prob > 0 or paste > 0) and data_cfg.source == "tfds":
