@@ -18,6 +18,9 @@ average 13-16); on an idle 2-core CPU the step costs what a ``shapes`` step cost
 size and batch), so a run should take about 2.5 minutes (not measured idle). Exploration on the
 same machine: with sides from 0.05, mAP 0.427 after 750 steps and 0.467 after 900; with sides
 from 0.07, 0.486 after 750 steps (seed 0 each).
+The ablation sweeps' baseline rows (this config, seeds 0-2, a later machine, 2026-12-03): 0.546 /
+0.513 / 0.561, mean 0.540 ± 0.025, about 4.5 minutes per run on 2 idle cores
+(``experiments/ablations/README.md``).
 """
 
 from ssd_jax.configs._base import base_config
