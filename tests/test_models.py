@@ -16,6 +16,7 @@ from jax.sharding import PartitionSpec as P
 
 from ssd_jax import models, optim
 from ssd_jax.anchors import DefaultBoxSpec, default_boxes
+from ssd_jax.errors import ConfigError
 from ssd_jax.models import layers
 from ssd_jax.models.ssd import SSD
 from ssd_jax.models.tiny import tiny_feature_map_sizes, tiny_spec
@@ -133,6 +134,21 @@ def test_tiny_spec_adapts_to_image_size():
 def test_tiny_is_small():
     module, spec = models.create("ssd_tiny", 21)
     assert _count(_abstract_init(module, spec)["params"]) < 2_000_000
+
+
+def test_tiny_width_scales_every_channel_count():
+    module, spec = models.create("ssd_tiny", 3, options={"width": 1.5})
+    params = _abstract_init(module, spec)["params"]
+    # 3x3 kernels (h, w, in, out): 16/32/64/128 -> 24/48/96/192; extras 64 -> 128 become 96 -> 192
+    assert params["base"]["conv1"]["kernel"].shape == (3, 3, 3, 24)
+    assert params["base"]["conv4b"]["kernel"].shape == (3, 3, 192, 192)
+    assert params["extras"]["conv7_2"]["kernel"].shape == (3, 3, 96, 192)
+    default = _abstract_init(*models.create("ssd_tiny", 3))["params"]
+    assert jax.tree.structure(params) == jax.tree.structure(default)
+    assert _count(params) > 1.9 * _count(default)
+    for bad in (0, -1.0, "2", True):
+        with pytest.raises(ConfigError, match=r"model_options\.width"):
+            models.create("ssd_tiny", 3, options={"width": bad})
 
 
 def test_non_square_forward(tiny128):

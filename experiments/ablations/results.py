@@ -177,9 +177,9 @@ def plot(path: str, sweep, config_name: str, summary: list) -> None:
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(names) + 1.5), 3.6), dpi=100)
     colours = ["#555555"] + ["#3b75af"] * (len(names) - 1)
     ax.bar(range(len(names)), means, yerr=stds, capsize=4, color=colours[:len(names)])
-    for i, (mu, e) in enumerate(zip(means, summary)):
+    for i, (mu, sd, e) in enumerate(zip(means, stds, summary)):
         if e["mAP"]["mean"] is not None:
-            ax.text(i, mu, f"{mu:.3f}", ha="center", va="bottom", fontsize=8)
+            ax.text(i, mu + sd + 0.01, f"{mu:.3f}", ha="center", va="bottom", fontsize=8)  # above the error bar
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("VOC07 mAP@0.5")

@@ -22,6 +22,7 @@ def get_config():
     c = base_config()
     c.model = "ssd_tiny"
     c.model_options.source_convs = True  # the stride-1 3x3 conv on each source stage
+    c.model_options.width = 1.0  # channel multiplier (models/tiny.py)
     c.image_size = 160
     c.batch_size = 32
     c.num_steps = 3000

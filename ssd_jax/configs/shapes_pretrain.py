@@ -24,6 +24,7 @@ def get_config():
     c = base_config()
     c.model = "ssd_tiny"
     c.model_options.source_convs = True
+    c.model_options.width = 1.0  # channel multiplier (models/tiny.py)
     c.image_size = 160
     c.batch_size = 32
     c.num_steps = 600

@@ -44,7 +44,7 @@ from ssd_jax.models.mobilenet_v2 import MobileNetV2Base, SSDLiteExtras
 from ssd_jax.models.resnet import EXTRAS_RESNET, ResNet50Base
 from ssd_jax.models.ssd import SSD
 from ssd_jax.models.tiny import DEFAULT_IMAGE_SIZE as TINY_IMAGE_SIZE
-from ssd_jax.models.tiny import TinyBase, TinyExtras, tiny_spec
+from ssd_jax.models.tiny import TinyBase, TinyExtras, tiny_spec, tiny_widths
 from ssd_jax.models.vgg import EXTRAS_300, EXTRAS_512, ConvExtras, VGG16Base
 
 # torchvision ssdlite320_mobilenet_v2: DefaultBoxGenerator([[2, 3]] * 6, min_ratio=0.2,
@@ -86,10 +86,12 @@ def _ssd300_resnet50(num_classes, dtype, param_dtype, image_size):
     return SSD(ResNet50Base(**kw), extras, spec, num_classes, "conv", **kw), spec
 
 
-def _ssd_tiny(num_classes, dtype, param_dtype, image_size, source_convs: bool = True):
+def _ssd_tiny(num_classes, dtype, param_dtype, image_size, source_convs: bool = True, width: float = 1.0):
     spec = tiny_spec(TINY_IMAGE_SIZE if image_size is None else image_size)
     kw = dict(dtype=dtype, param_dtype=param_dtype)
-    return SSD(TinyBase(source_convs=bool(source_convs), **kw), TinyExtras(**kw), spec, num_classes, "conv", **kw), spec
+    base_widths, extra_widths = tiny_widths(width)
+    base = TinyBase(widths=base_widths, source_convs=bool(source_convs), **kw)
+    return SSD(base, TinyExtras(widths=extra_widths, **kw), spec, num_classes, "conv", **kw), spec
 
 
 _REGISTRY: dict[str, tuple[Callable, str]] = {
@@ -125,7 +127,7 @@ def create(name: str, num_classes: int, *, dtype=None, param_dtype=jnp.float32, 
         predict and their default boxes; the heads follow it (boxes per location, maps). ``None``
         or the default section gives the model's own boxes and the same params tree as always.
       options: a ``config.model_options`` mapping of the model's own switches (``ssd_tiny``:
-        ``source_convs``); an option the model does not have is a ``ConfigError``.
+        ``source_convs``, ``width``); an option the model does not have is a ``ConfigError``.
     Returns:
       ``(module, spec)``: the Flax module and its ``anchors.DefaultBoxSpec``.
     Raises:

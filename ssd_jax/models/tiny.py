@@ -17,6 +17,9 @@ Default boxes (:func:`tiny_spec`): the paper's formula (``anchors.paper_spec``) 
 s_min 0.2, s_max 0.9 over the maps, aspect ratios {2} on the first and last map and
 {2, 3} elsewhere (4, 6, 6, 6, 4 boxes per location; 2408 boxes at 160 px).
 Input normalisation: "imagenet".
+
+``model_options.width`` scales every channel count (:func:`tiny_widths`; 1.5 gives 24, 48, 96,
+192 and extras 96 -> 192). The param tree keeps its names; only the shapes change.
 """
 
 from __future__ import annotations
@@ -25,11 +28,30 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ssd_jax.anchors import DefaultBoxSpec, paper_spec
+from ssd_jax.errors import ConfigError
 from ssd_jax.models.layers import Dtype, conv_bn_act, conv_output_size
 
 BASE_WIDTHS = (16, 32, 64, 128)   # stride-2 stages; the last two are sources
 EXTRA_WIDTHS = ((64, 128), (64, 128), (64, 128))
 DEFAULT_IMAGE_SIZE = 160
+
+
+def tiny_widths(width: float = 1.0) -> tuple:
+    """``(base_widths, extra_widths)`` with every channel count scaled by ``width`` and rounded to
+    the nearest multiple of 8 (at least 8); ``width=1`` gives ``BASE_WIDTHS, EXTRA_WIDTHS``.
+
+    Raises:
+      ConfigError: ``width`` is not a positive number.
+    """
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
+        raise ConfigError(f"config.model_options.width must be a positive number (1 = the shipped widths), "
+                          f"got {width!r}")
+
+    def scaled(c):
+        return max(8, round(c * width / 8) * 8)
+
+    return (tuple(scaled(c) for c in BASE_WIDTHS),
+            tuple((scaled(m), scaled(o)) for m, o in EXTRA_WIDTHS))
 
 
 def _last_block_geometry(size: int) -> tuple:
