@@ -51,6 +51,9 @@ def test_finetune_is_raccoon_with_the_fine_tuning_schedule():
     base, fine = configs.load("raccoon"), configs.load("raccoon_finetune")
     np.testing.assert_array_equal(anchors.default_boxes(models.config_spec(base)),
                                   anchors.default_boxes(models.config_spec(fine)))
-    assert (base.init_from, base.num_steps) == ("", 3000)
-    assert (fine.init_from, fine.num_steps) == ("runs/shapes_pretrain", 800)
-    assert fine.data.to_dict() == base.data.to_dict() and fine.model == base.model
+    assert (base.init_from, base.num_steps, base.data.augment.paste_prob) == ("", 1400, 0.7)
+    assert (fine.init_from, fine.num_steps, fine.data.augment.paste_prob) == ("runs/shapes_pretrain", 800, 0.0)
+    base_data, fine_data = base.data.to_dict(), fine.data.to_dict()
+    base_data["augment"].pop("paste_prob"), fine_data["augment"].pop("paste_prob")
+    assert fine_data == base_data and fine.model == base.model
+    assert fine.model_options.to_dict() == base.model_options.to_dict()
