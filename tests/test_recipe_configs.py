@@ -51,10 +51,13 @@ def test_finetune_is_raccoon_with_the_fine_tuning_schedule():
     base, fine = configs.load("raccoon"), configs.load("raccoon_finetune")
     np.testing.assert_array_equal(anchors.default_boxes(models.config_spec(base)),
                                   anchors.default_boxes(models.config_spec(fine)))
-    assert (base.init_from, base.num_steps, base.data.augment.paste_prob) == ("", 1400, 0.7)
-    assert (fine.init_from, fine.num_steps, fine.data.augment.paste_prob) == ("runs/shapes_pretrain", 800, 0.0)
+    aug = ("paste_prob", "mosaic_prob", "mosaic_tiles")
+    assert (base.init_from, base.num_steps, *(base.data.augment[k] for k in aug)) == ("", 1400, 0.7, 0.5, 2)
+    assert (fine.init_from, fine.num_steps, *(fine.data.augment[k] for k in aug[:2])) == (
+        "runs/shapes_pretrain", 800, 0.0, 0.0)
     base_data, fine_data = base.data.to_dict(), fine.data.to_dict()
     for data in (base_data, fine_data):
-        del data["augment"]["paste_prob"]  # checked above; everything else must be equal
+        for k in aug:
+            del data["augment"][k]  # checked above; everything else must be equal
     assert fine_data == base_data and fine.model == base.model
     assert fine.model_options.to_dict() == base.model_options.to_dict()
