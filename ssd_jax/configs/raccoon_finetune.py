@@ -5,7 +5,7 @@ downloaded weights (issue 18, part 4).
     python -m ssd_jax.train --config raccoon_finetune --workdir runs/raccoon_finetune \\
         [--config.init_from=runs/shapes_pretrain] [--config.data.root=path/to/voc_folder]
 
-Everything else is ``raccoon``'s but copy-paste, off as in the runs below (any VOC folder through
+Everything else is ``raccoon``'s but copy-paste and mosaics, off as in the runs below (any VOC folder through
 ``data.root``; keep ``image_size`` equal to the pretraining's, so the BatchNorm statistics and default
 boxes are the ones it learned). Fine-tuning copies every array except the class heads, whose class
 count differs. Since ``raccoon`` itself moved to 1400 steps with copy-paste and mosaics (0.777-0.808 in about
