@@ -8,12 +8,13 @@ class names come from its XML files and ``max_boxes`` from its training split, s
 whether the default boxes fit the data (on the raccoon set they cover 99.4% of the boxes).
 
 Measured from scratch (this config: 1400 steps, copy-paste 0.7, two-photo mosaics on half the examples;
-2-core AMD EPYC, 2026-12-03): VOC07 mAP@0.5 0.792 / 0.777 / 0.802 / 0.808 on the 40 val photos (seeds
-0-3, mean 0.795 ± 0.014; COCO AP 0.371-0.401); seed 3 on two idle cores: 8m08s of training, 8m21s for the
-whole command. Without the mosaics (the session-26 recipe) seeds 0-2 gave 0.740 / 0.771 / 0.789 (0.767 ±
-0.025). ``model_options.width=2`` (0.830 / 0.777 / 0.703, 2.2x the time per step), a 224 px input
+2-core AMD EPYC, 2026-12-03): VOC07 mAP@0.5 0.792 / 0.777 / 0.802 / 0.808 / 0.717 on the 40 val photos
+(seeds 0-4, mean 0.779 ± 0.037; COCO AP 0.369-0.401); seeds 3 and 4 on two idle cores: 8m08s and 8m45s of
+training, 8m21s and 8m59s for the whole command. Without the mosaics (the session-26 recipe) seeds 0-3 gave
+0.740 / 0.771 / 0.789 / 0.778 (0.769 ± 0.021): higher for each of seeds 0-3 with mosaics, no measurable
+difference overall. ``model_options.width=2`` (0.830 / 0.777 / 0.703, 2.2x the time per step), a 224 px input
 (0.769 / 0.707), 2000 steps (0.787) and pretraining on shapes (``raccoon_finetune``: 0.756-0.795) land on
-the same plateau; on 40 photos one run's final mAP varies with the seed (std 0.014-0.064 over these
+the same plateau; on 40 photos one run's final mAP varies with the seed (std 0.021-0.064 over these
 recipes). The target of issue 18 (0.85) is not reached; the lever that moves it is data (40 / 80 / 160
 training photos: 0.660 / 0.700 / 0.767 with copy-paste alone). Runs: ``experiments/raccoon_recipe.md``.
 """

@@ -8,8 +8,8 @@ downloaded weights (issue 18, part 4).
 Everything else is ``raccoon``'s but copy-paste and mosaics, off as in the runs below (any VOC folder through
 ``data.root``; keep ``image_size`` equal to the pretraining's, so the BatchNorm statistics and default
 boxes are the ones it learned). Fine-tuning copies every array except the class heads, whose class
-count differs. Since ``raccoon`` itself moved to 1400 steps with copy-paste and mosaics (0.777-0.808 in about
-8 min), pretraining no longer buys time on the raccoon set; this config is kept as measured.
+count differs. Since ``raccoon`` itself moved to 1400 steps with copy-paste and mosaics (0.717-0.808 in 8-9
+min), pretraining no longer buys time on the raccoon set; this config is kept as measured.
 
 Measured on the raccoon set (2-core AMD EPYC shared with other jobs, load 3-30, so times are CPU
 seconds / 2, start-up, compilation and evaluations included): pretraining 3.4 min (408 CPU s), this
