@@ -24,21 +24,17 @@ as a check that the Soft-NMS number differs only by the suppression rule.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ssd_jax import anchors as anchor_lib
-from ssd_jax import checkpoints, data, postprocess, train_utils
+from ssd_jax import data, postprocess
 from ssd_jax.boxes import decode
-from ssd_jax.evaluate import load_workdir_config
+from ssd_jax.evaluate import restore_for_eval
 from ssd_jax.evaluation import Evaluator
-from ssd_jax.trained_anchors import trained_spec
-
-RECALL_POINTS = np.linspace(0.0, 1.0, 11)
+from ssd_jax.evaluation.voc import VOC07_RECALL_THRESHOLDS, pairwise_iou
 
 
 def mirror_permutation(anchors: np.ndarray) -> np.ndarray:
@@ -56,15 +52,6 @@ def mirror_permutation(anchors: np.ndarray) -> np.ndarray:
         raise ValueError(f"default boxes are not mirror-symmetric (no mirror for {e})") from None
 
 
-def box_iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one corner box ``[4]`` with ``boxes [N, 4]`` -> ``[N]``."""
-    lt, rb = np.maximum(box[:2], boxes[:, :2]), np.minimum(box[2:], boxes[:, 2:])
-    inter = np.prod(np.clip(rb - lt, 0.0, None), axis=1)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-12)
-
-
 def nms_numpy(boxes, scores, iou_threshold, soft, max_detections, min_score=1e-3):
     """Greedy NMS (``soft=False``: IoU > threshold removes) or linear Soft-NMS (score x ``1 - IoU``).
 
@@ -78,7 +65,7 @@ def nms_numpy(boxes, scores, iou_threshold, soft, max_detections, min_score=1e-3
         kept_boxes.append(boxes[i])
         kept_scores.append(scores[i])
         alive[i] = False
-        overlap = box_iou_one(boxes[i], boxes)
+        overlap = pairwise_iou(np.broadcast_to(boxes[i], boxes.shape), boxes)
         over = overlap > iou_threshold
         if soft:
             scores = np.where(over, scores * (1.0 - overlap), scores)
@@ -114,11 +101,16 @@ def numpy_detections(loc, logits, anchors, pp, soft):
 
 def load_run(workdir):
     """``(config, task, variables)`` of a workdir's final checkpoint."""
-    config = load_workdir_config(workdir)
-    variables, _ = checkpoints.load_model_variables(workdir, "latest")
-    task = train_utils.build_task(config)
-    spec = trained_spec(checkpoints.read_model_info(workdir), task.spec)
-    return config, dataclasses.replace(task, spec=spec, anchors=anchor_lib.default_boxes(spec)), variables
+    config, task, variables, _ = restore_for_eval(workdir, "latest")
+    return config, task, variables
+
+
+def make_detect(config, task):
+    """Jitted ``(loc, logits) -> Detections`` with the run's ``config.postprocess`` and default boxes."""
+    pp, anchors = config.postprocess, jnp.asarray(task.anchors)
+    return jax.jit(lambda loc, logits: postprocess.detect(
+        loc, logits, anchors, score_threshold=pp.score_threshold, iou_threshold=pp.iou_threshold,
+        pre_nms_top_k=pp.pre_nms_top_k, max_detections=pp.max_detections))
 
 
 def split_batches(config, task, split):
@@ -130,12 +122,12 @@ def split_batches(config, task, split):
     return [(b["image"], {k: v for k, v in b.items() if k != "image"}) for b in it]
 
 
-def score(config, task, batches, detections_fn):
-    """Evaluator result over ``batches`` with ``detections_fn(images) -> detections``."""
+def score(config, task, detections, batches):
+    """Evaluator result of ``detections`` (one per batch) against ``batches [(images, host_batch)]``."""
     evaluator = Evaluator(len(task.class_names), class_names=task.class_names,
                           use_07_metric=config.eval.use_07_metric, with_coco=True)
-    for images, host in batches:
-        evaluator.add_batch(jax.device_get(detections_fn(images)), host)
+    for dets, (_, host) in zip(detections, batches, strict=True):
+        evaluator.add_batch(jax.device_get(dets), host)
     return evaluator.result()
 
 
@@ -146,7 +138,7 @@ def curve_summary(result):
         if c == 0 or not result["num_gt"][c]:
             continue
         precision, recall = np.asarray(result["precision"][c]), np.asarray(result["recall"][c])
-        points = [float(precision[recall >= t].max()) if (recall >= t).any() else 0.0 for t in RECALL_POINTS]
+        points = [float(precision[recall >= t].max()) if (recall >= t).any() else 0.0 for t in VOC07_RECALL_THRESHOLDS]
         found = int(np.rint(recall.max() * result["num_gt"][c])) if recall.size else 0
         out[name] = dict(found=found, num_gt=int(result["num_gt"][c]), p_at_r=[round(p, 3) for p in points])
     return out
@@ -154,32 +146,27 @@ def curve_summary(result):
 
 def breakdown(workdir, flip=True, train_split=True):
     config, task, variables = load_run(workdir)
-    pp, anchors = config.postprocess, jnp.asarray(task.anchors)
-    forward = jax.jit(lambda v, x: task.module.apply(v, x, train=False))
-    detect = jax.jit(lambda loc, logits: postprocess.detect(
-        loc, logits, anchors, score_threshold=pp.score_threshold, iou_threshold=pp.iou_threshold,
-        pre_nms_top_k=pp.pre_nms_top_k, max_detections=pp.max_detections))
+    forward = jax.jit(lambda x: task.module.apply(variables, x, train=False))
+    detect = make_detect(config, task)
     val = split_batches(config, task, config.data.eval_split)
-    base = score(config, task, val, lambda x: detect(*forward(variables, x)))
+    outputs = [forward(images) for images, _ in val]  # (loc, logits) per batch, shared by every variant
+    base = score(config, task, [detect(*o) for o in outputs], val)
     row = dict(workdir=workdir, mAP=round(base["mAP"], 4), coco_AP=round(base["AP"], 4),
                classes=curve_summary(base))
     for name, soft in (("greedy_nms_numpy", False), ("soft_nms", True)):
-        r = score(config, task, val, lambda x, soft=soft: numpy_detections(
-            *map(np.asarray, forward(variables, x)), task.anchors, pp, soft))
-        row[name] = round(r["mAP"], 4)
+        dets = [numpy_detections(*map(np.asarray, o), task.anchors, config.postprocess, soft) for o in outputs]
+        row[name] = round(score(config, task, dets, val)["mAP"], 4)
     if flip:
         mirror = jnp.asarray(mirror_permutation(task.anchors))
         sign = jnp.array([-1.0, 1.0, 1.0, 1.0])
-
-        def flipped(x):
-            loc, logits = forward(variables, x)
-            loc_f, logits_f = forward(variables, x[:, :, ::-1, :])
-            return detect((loc + (loc_f * sign)[:, mirror]) / 2, (logits + logits_f[:, mirror]) / 2)
-
-        row["flip_tta"] = round(score(config, task, val, flipped)["mAP"], 4)
+        dets = []
+        for (loc, logits), (images, _) in zip(outputs, val):
+            loc_f, logits_f = forward(images[:, :, ::-1, :])
+            dets.append(detect((loc + (loc_f * sign)[:, mirror]) / 2, (logits + logits_f[:, mirror]) / 2))
+        row["flip_tta"] = round(score(config, task, dets, val)["mAP"], 4)
     if train_split:
-        r = score(config, task, split_batches(config, task, config.data.train_split),
-                  lambda x: detect(*forward(variables, x)))
+        train = split_batches(config, task, config.data.train_split)
+        r = score(config, task, [detect(*forward(images)) for images, _ in train], train)
         row.update(train_mAP=round(r["mAP"], 4), train_coco_AP=round(r["AP"], 4))
     return row
 
@@ -190,16 +177,15 @@ def ensemble(workdirs):
     for w, (_, t, _) in zip(workdirs, runs):
         if t.spec != task.spec or t.class_names != task.class_names:
             raise SystemExit(f"--ensemble: {w} has other default boxes or classes than {workdirs[0]}")
-    pp, anchors = config.postprocess, jnp.asarray(task.anchors)
+    detect = make_detect(config, task)
 
     @jax.jit
-    def predict(x):
+    def averaged(x):
         outs = [t.module.apply(v, x, train=False) for _, t, v in runs]
-        return postprocess.detect(sum(o[0] for o in outs) / len(outs), sum(o[1] for o in outs) / len(outs),
-                                  anchors, score_threshold=pp.score_threshold, iou_threshold=pp.iou_threshold,
-                                  pre_nms_top_k=pp.pre_nms_top_k, max_detections=pp.max_detections)
+        return sum(o[0] for o in outs) / len(outs), sum(o[1] for o in outs) / len(outs)
 
-    r = score(config, task, split_batches(config, task, config.data.eval_split), predict)
+    val = split_batches(config, task, config.data.eval_split)
+    r = score(config, task, [detect(*averaged(images)) for images, _ in val], val)
     return dict(workdirs=list(workdirs), mAP=round(r["mAP"], 4), coco_AP=round(r["AP"], 4),
                 classes=curve_summary(r))
 

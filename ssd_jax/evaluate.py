@@ -33,11 +33,14 @@ def load_workdir_config(workdir: str) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(json.load(f))
 
 
-def evaluate_workdir(workdir: str, checkpoint: str = "best", config=None) -> dict:
-    """Restores ``checkpoint`` of ``workdir`` and evaluates it; returns the metrics dict."""
+def restore_for_eval(workdir: str, checkpoint: str = "best", config=None):
+    """``(config, task, variables, step)``: ``checkpoint`` of ``workdir`` and the task of ``config`` (the
+    workdir's own when None) with the default boxes the weights were trained with.
+
+    Raises:
+      ValueError: the weights were trained for another number of classes than the config's dataset has.
+    """
     from ssd_jax import train_utils
-    from ssd_jax.evaluation import format_table, write_report
-    from ssd_jax.evaluation.split_pass import evaluate_split
 
     config = config if config is not None else load_workdir_config(workdir)
     variables, step = checkpoints.load_model_variables(workdir, checkpoint)
@@ -49,6 +52,16 @@ def evaluate_workdir(workdir: str, checkpoint: str = "best", config=None) -> dic
     if trained_classes != len(task.class_names):
         raise ValueError(f"{workdir} was trained for {trained_classes} classes but the eval dataset has "
                          f"{len(task.class_names)} ({', '.join(task.class_names)})")
+    return config, task, variables, step
+
+
+def evaluate_workdir(workdir: str, checkpoint: str = "best", config=None) -> dict:
+    """Restores ``checkpoint`` of ``workdir`` and evaluates it; returns the metrics dict."""
+    from ssd_jax import train_utils
+    from ssd_jax.evaluation import format_table, write_report
+    from ssd_jax.evaluation.split_pass import evaluate_split
+
+    config, task, variables, step = restore_for_eval(workdir, checkpoint, config)
     mesh = train_utils.make_mesh()
     predict = jax.jit(train_utils.make_predict_step(task, config), compiler_options=xla_options.compiler_options())
     result = evaluate_split(task, config, variables, predict, mesh)
